@@ -1,0 +1,24 @@
+"""MetaStudio's headless engine: config, data, models, algorithms, training, storage.
+
+Nothing here imports Qt; the CLI and the window both use this public API.
+"""
+
+from engine.config import ALGORITHMS, ExperimentConfig, apply_overrides, load_config, validate_config
+from engine.errors import (
+    ConfigError,
+    DataError,
+    DeviceError,
+    DivergenceError,
+    MetaStudioError,
+    ModelLoadError,
+    StoreError,
+)
+from engine.store import RunStore, default_db_path
+from engine.training import METRICS, MetaTrainer, RunControl, StepRecord, TrainingSession
+
+__all__ = [
+    "ALGORITHMS", "METRICS", "ConfigError", "DataError", "DeviceError", "DivergenceError",
+    "ExperimentConfig", "MetaStudioError", "MetaTrainer", "ModelLoadError", "RunControl", "RunStore",
+    "StepRecord", "StoreError", "TrainingSession", "apply_overrides", "default_db_path", "load_config",
+    "validate_config",
+]

@@ -1,0 +1,102 @@
+"""Model-Agnostic Meta-Learning, second and first order.
+
+Finn, Abbeel & Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
+ICML 2017 (arXiv:1703.03400), Algorithm 2. First-order MAML (FOMAML) is the approximation of
+Section 5.2 that drops the second derivatives.
+
+Per meta-iteration, for each task T_i of the meta-batch::
+
+    θ'_i = θ − α ∇_θ L_support(f_θ)          (repeated inner_steps times; the inner loop)
+    θ ← θ − β ∇_θ Σ_i L_query(f_θ'_i)        (the outer loop; Adam with step β = outer_lr)
+
+The inner loop is functional: fast weights are a dict of tensors fed to ``functional_call``. With
+``first_order=False`` the inner gradients are built with ``create_graph=True`` so the outer gradient
+flows through them (true second order); with ``first_order=True`` they are constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from engine.algorithms.base import Inputs, MetaLearner, StepMetrics, Task
+
+
+class MAML(MetaLearner):
+    """MAML (Finn et al. 2017). See the module docstring for the update rule.
+
+    Args:
+        first_order: drop second derivatives (FOMAML). Everything else as :class:`MetaLearner`.
+    """
+
+    name = "maml"
+
+    def __init__(self, model, *, first_order: bool = False, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        self.first_order = first_order
+
+    def _initial_fast_weights(self, track: bool) -> dict[str, torch.Tensor]:
+        """Adapted parameters as the inner loop's starting point.
+
+        Meta-trained ones stay the live parameters (so the outer gradient reaches them); adapted but
+        not meta-trained ones become detached leaves that only the inner loop differentiates.
+        """
+        params = dict(self.model.named_parameters())
+        meta = set(self.meta_names) if track else set()
+        return {n: params[n] if n in meta else params[n].detach().requires_grad_(True)
+                for n in self.adapted_names}
+
+    def inner_loop(self, fast: dict[str, torch.Tensor], x: Inputs, y: torch.Tensor, steps: int,
+                   create_graph: bool) -> tuple[dict[str, torch.Tensor], float | None]:
+        """Run ``steps`` SGD steps on the support loss; returns (fast weights, loss before step 1)."""
+        pre = None
+        for _ in range(steps):
+            loss = self.loss_fn(self._fn(fast, x), y)
+            if pre is None:
+                pre = loss.item()
+            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
+            fast = {n: w - self.inner_lr * g for (n, w), g in zip(fast.items(), grads, strict=True)}
+        return fast, pre
+
+    def lr_for(self, name: str) -> float | torch.Tensor:
+        """Inner learning rate of parameter ``name`` (a scalar here; Meta-SGD learns a tensor)."""
+        return self.inner_lr
+
+    def outer_step(self, tasks: Sequence[Task]) -> StepMetrics:
+        self.optimizer.zero_grad(set_to_none=True)
+        outer = pre = post = acc = 0.0
+        for task in tasks:
+            fast = self._initial_fast_weights(track=True)
+            fast, p0 = self.inner_loop(fast, task.support_x, task.support_y, self.inner_steps,
+                                       create_graph=not self.first_order)
+            with torch.no_grad():
+                post += self.loss_fn(self._fn(fast, task.support_x), task.support_y).item()
+            pred = self._fn(fast, task.query_x)
+            loss = self.loss_fn(pred, task.query_y)
+            (loss / len(tasks)).backward()
+            outer += loss.item()
+            pre += p0 if p0 is not None else post
+            m = self._metric(pred.detach(), task.query_y)
+            acc += m if m is not None else 0.0
+        self.optimizer.step()
+        n = len(tasks)
+        return StepMetrics(outer / n, pre / n, post / n, acc / n if self.task_type == "classification" else None)
+
+    def predict_query(self, task: Task, steps: int | None = None) -> torch.Tensor:
+        steps = self.inner_steps if steps is None else steps
+        with torch.enable_grad():
+            fast = self._initial_fast_weights(track=False)
+            fast, _ = self.inner_loop(fast, task.support_x, task.support_y, steps, create_graph=False)
+        with torch.no_grad():
+            return self._fn({n: w.detach() for n, w in fast.items()}, task.query_x)
+
+
+class FOMAML(MAML):
+    """First-order MAML (Finn et al. 2017, Section 5.2): MAML without second derivatives."""
+
+    name = "fomaml"
+
+    def __init__(self, model, **kwargs) -> None:
+        kwargs["first_order"] = True
+        super().__init__(model, **kwargs)

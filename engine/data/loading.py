@@ -1,0 +1,216 @@
+"""Read labelled text from JSONL, CSV or Parquet into a :class:`LabelledData` table.
+
+Labels are always strings: ``NA``, ``None``, ``null``, ``nan``, ``0`` and ``1`` stay the text they are.
+Label strings that differ only by case or whitespace are merged (with a warning) before any split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import DataError
+
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+DEMO_DATASET = RESOURCES / "demo" / "intents.jsonl"
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+_WS = re.compile(r"\s+")
+
+
+def normalise_label(label: str) -> str:
+    """The key two labels are merged on: whitespace collapsed and stripped, case folded."""
+    return _WS.sub(" ", label).strip().casefold()
+
+
+@dataclass
+class LabelledData:
+    """Rows of (text, label[, split]) after cleaning.
+
+    Attributes:
+        texts: the texts, row order kept (after dropping empty ones and exact duplicates per label).
+        labels: one display label per row; rows whose labels normalise equal share one display form.
+        splits: the file's ``split`` column per row, or None if it has none.
+        source: where the rows came from (path or ``"demo"``).
+        fingerprint: sha256 of the source file's bytes (identifies the data in exports and caches).
+        warnings: human-readable notes on what cleaning changed.
+    """
+
+    texts: list[str]
+    labels: list[str]
+    splits: list[str] | None
+    source: str
+    fingerprint: str
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Distinct labels, sorted."""
+        return sorted(set(self.labels))
+
+
+def resolve_dataset_path(dataset: str) -> Path:
+    """Map ``"demo"`` to the bundled file, anything else to a path.
+
+    Raises:
+        DataError: the path does not exist or has an unsupported suffix.
+    """
+    if dataset == "demo":
+        return DEMO_DATASET
+    p = Path(dataset).expanduser()
+    if not p.exists():
+        raise DataError(f"data file '{p}' does not exist.", field="dataset",
+                        hint="Pick a .jsonl, .csv or .parquet file, or use 'demo'.")
+    if p.is_dir():
+        raise DataError(f"'{p}' is a folder, not a data file.", field="dataset",
+                        hint="Pick the .jsonl/.csv/.parquet file inside it.")
+    if p.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise DataError(f"'{p.name}' has an unsupported type '{p.suffix}'.", field="dataset",
+                        hint=f"Use one of {', '.join(SUPPORTED_SUFFIXES)}.")
+    return p
+
+
+def _as_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from parquet
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _read_jsonl(raw: str, path: Path) -> tuple[list[dict], list[str]]:
+    rows: list[dict] = []
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"line {lineno} of '{path.name}' is not valid JSON ({err.msg}).", field="dataset",
+                            hint="Each line must be one JSON object such as {\"text\": ..., \"label\": ...}.") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"line {lineno} of '{path.name}' is a {type(obj).__name__}, not a JSON object.",
+                            field="dataset")
+        rows.append(obj)
+    columns = list(rows[0].keys()) if rows else []
+    return rows, columns
+
+
+def _read_csv(raw: str, path: Path) -> tuple[list[dict], list[str]]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        sample = raw[:4096]
+        if path.suffix.lower() == ".csv" and sample:
+            delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+    except csv.Error:
+        pass
+    reader = csv.DictReader(io.StringIO(raw), delimiter=delimiter)
+    try:
+        rows = list(reader)
+    except csv.Error as err:
+        raise DataError(f"'{path.name}' is not valid CSV: {err}", field="dataset") from None
+    return rows, list(reader.fieldnames or [])
+
+
+def _read_parquet(path: Path) -> tuple[list[dict], list[str]]:
+    import pyarrow.parquet as pq  # local import: only parquet users pay for it
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise DataError(f"'{path.name}' is not a readable Parquet file: {err}", field="dataset") from None
+    return table.to_pylist(), list(table.column_names)
+
+
+def load_labelled_data(dataset: str, text_column: str = "text", label_column: str = "label") -> LabelledData:
+    """Load and clean a labelled text data set.
+
+    Args:
+        dataset: ``"demo"`` or a path to ``.jsonl``/``.csv``/``.tsv``/``.parquet``.
+        text_column: the column holding the text.
+        label_column: the column holding the class label (any type; kept as its string form).
+
+    Returns:
+        LabelledData with empty texts and per-label duplicate texts dropped (counted in ``warnings``).
+
+    Raises:
+        DataError: missing file, empty file, non-UTF-8 bytes, malformed rows, missing columns (the
+            message lists the columns found), or a missing label in some row.
+    """
+    path = resolve_dataset_path(dataset)
+    data = path.read_bytes()
+    fingerprint = hashlib.sha256(data).hexdigest()
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        rows, columns = _read_parquet(path)
+    else:
+        try:
+            raw = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise DataError(f"'{path.name}' is not UTF-8 text (bad byte at offset {err.start}).", field="dataset",
+                            hint="Re-save the file as UTF-8.") from None
+        rows, columns = _read_jsonl(raw, path) if suffix in (".jsonl", ".json") else _read_csv(raw, path)
+    if not rows:
+        raise DataError(f"'{path.name}' holds no rows.", field="dataset", hint="Pick a file with labelled examples.")
+    for col, key in ((text_column, "text_column"), (label_column, "label_column")):
+        if col not in columns and not all(col in r for r in rows[:50]):
+            found = ", ".join(repr(c) for c in columns) or "none"
+            raise DataError(f"column '{col}' not found in '{path.name}' (columns found: {found}).", field=key,
+                            hint=f"Set {key} to one of the columns found.")
+
+    has_split = any("split" in r for r in rows[:50]) and "split" not in (text_column, label_column)
+    texts: list[str] = []
+    labels: list[str] = []
+    splits: list[str] | None = [] if has_split else None
+    display: dict[str, str] = {}
+    variants: dict[str, set[str]] = {}
+    seen: set[tuple[str, str]] = set()
+    empty = dup = missing = 0
+    for i, row in enumerate(rows):
+        label = _as_text(row.get(label_column))
+        if label is None or not label.strip():
+            missing += 1
+            if missing == 1:
+                first_missing = i + 1
+            continue
+        text = _as_text(row.get(text_column)) or ""
+        text = text.strip()
+        if not text:
+            empty += 1
+            continue
+        key = normalise_label(label)
+        display.setdefault(key, _WS.sub(" ", label).strip())
+        variants.setdefault(key, set()).add(label)
+        ident = (key, _WS.sub(" ", text).casefold())
+        if ident in seen:
+            dup += 1
+            continue
+        seen.add(ident)
+        texts.append(text)
+        labels.append(display[key])
+        if splits is not None:
+            splits.append(str(row.get("split", "")).strip().lower())
+
+    warnings: list[str] = []
+    if missing:
+        warnings.append(f"{missing} row(s) without a label were skipped (first: row {first_missing}).")
+    if empty:
+        warnings.append(f"{empty} row(s) with an empty or whitespace-only text were skipped.")
+    if dup:
+        warnings.append(f"{dup} duplicate text(s) within the same label were dropped.")
+    merged = {k: v for k, v in variants.items() if len(v) > 1}
+    if merged:
+        examples = "; ".join(" = ".join(sorted(repr(x) for x in v)) for v in list(merged.values())[:5])
+        warnings.append(f"{len(merged)} label(s) differing only by case or spaces were merged: {examples}.")
+    if not texts:
+        raise DataError(f"'{path.name}' has no row with both a text and a label.", field="dataset")
+    return LabelledData(texts, labels, splits, "demo" if dataset == "demo" else str(path), fingerprint, warnings)

@@ -1,0 +1,251 @@
+"""The run database: SQLite through ``sqlite-utils``, WAL mode, one connection per thread.
+
+Tables: ``runs`` (one row per run: config JSON, status, times, error), ``metrics`` (run_id, name,
+step, value, time_s), ``checkpoints`` (files written for a run) and ``schema_meta`` (the schema
+version). Every write is one committed transaction, so a killed process keeps what was written.
+A :class:`RunStore` must be used only from the thread that opened it (SQLite enforces this); the
+training worker and the GUI each open their own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from engine.errors import StoreError
+
+SCHEMA_VERSION = 1
+STATUSES = ("created", "running", "paused", "completed", "stopped", "failed", "interrupted")
+ACTIVE_STATUSES = ("running", "paused")
+_RUN_COLUMNS = {
+    "id": int, "name": str, "status": str, "algorithm": str, "model": str, "dataset": str,
+    "n_way": int, "k_shot": int, "config": str, "created_at": str, "started_at": str,
+    "finished_at": str, "iterations": int, "stop_reason": str, "error": str, "traceback": str,
+    "pid": int, "label_split": str, "data_fingerprint": str, "warnings": str, "notes": str,
+    "tags": str, "best_val_accuracy": float, "best_val_step": int, "duration_s": float,
+}
+
+
+def default_db_path() -> Path:
+    """``$METASTUDIO_DB`` if set, else ``metastudio.db`` in the user data folder (platformdirs)."""
+    env = os.environ.get("METASTUDIO_DB")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_path
+
+    return user_data_path("MetaStudio", appauthor=False) / "metastudio.db"
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """Access to one run database file.
+
+    Args:
+        path: the SQLite file (created with its folder if missing); None = :func:`default_db_path`.
+
+    Raises:
+        StoreError: the folder cannot be created or the file cannot be opened / written.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path).expanduser() if path else default_db_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=30.0)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self.db = sqlite_utils.Database(conn)
+            self._migrate()
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"cannot open the run database '{self.path}': {err}.", field="db",
+                             hint="Pick a writable folder with --db PATH or METASTUDIO_DB.") from None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Folder beside the database where run checkpoints live."""
+        return self.path.parent / "checkpoints"
+
+    # ---- schema -------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        db = self.db
+        with db.conn:
+            if "schema_meta" not in db.table_names():
+                db["schema_meta"].create({"key": str, "value": str}, pk="key")
+            if "runs" not in db.table_names():
+                db["runs"].create(_RUN_COLUMNS, pk="id", not_null={"status", "config", "created_at"},
+                                  defaults={"status": "created", "iterations": 0, "notes": "", "tags": "[]"})
+            if "metrics" not in db.table_names():
+                db["metrics"].create({"run_id": int, "name": str, "step": int, "value": float, "time_s": float},
+                                     pk=("run_id", "name", "step"), foreign_keys=[("run_id", "runs", "id")])
+                db["metrics"].create_index(["run_id", "step"])
+            if "checkpoints" not in db.table_names():
+                db["checkpoints"].create({"id": int, "run_id": int, "step": int, "kind": str, "path": str,
+                                          "bytes": int, "created_at": str}, pk="id",
+                                         foreign_keys=[("run_id", "runs", "id")])
+            db["schema_meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db["schema_meta"].get("schema_version")["value"])
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # ---- runs ---------------------------------------------------------------------------------
+    def create_run(self, config: dict[str, Any], name: str) -> int:
+        """Insert a run in status ``created``; returns its id."""
+        row = {"name": name, "status": "created", "algorithm": config.get("algorithm", ""),
+               "model": config.get("model", ""), "dataset": config.get("dataset", ""),
+               "n_way": config.get("n_way"), "k_shot": config.get("k_shot"),
+               "config": json.dumps(config, sort_keys=True), "created_at": now_iso(), "pid": os.getpid(),
+               "iterations": 0, "notes": "", "tags": "[]"}
+        with self._write():
+            return int(self.db["runs"].insert(row).last_pk)
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        """Set columns of a run; dict/list values are stored as JSON."""
+        unknown = set(fields) - set(_RUN_COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown run columns: {sorted(unknown)}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"unknown status {fields['status']!r}")
+        clean = {k: json.dumps(v) if isinstance(v, dict | list | tuple) else v for k, v in fields.items()}
+        with self._write():
+            self.db["runs"].update(run_id, clean)
+
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        """The run's row with ``config``, ``tags``, ``label_split`` and ``warnings`` decoded.
+
+        Raises:
+            KeyError: no run with that id.
+        """
+        try:
+            row = self.db["runs"].get(run_id)
+        except sqlite_utils.db.NotFoundError:
+            raise KeyError(f"no run with id {run_id} in {self.path}") from None
+        return _decode(row)
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """All runs, newest first, decoded as :meth:`get_run`."""
+        return [_decode(r) for r in self.db["runs"].rows_where(order_by="id desc")]
+
+    def delete_run(self, run_id: int) -> None:
+        """Remove a run with its metrics and checkpoint rows (files are the caller's job)."""
+        with self._write():
+            for table, col in (("metrics", "run_id"), ("checkpoints", "run_id"), ("runs", "id")):
+                self.db.conn.execute(f"delete from {table} where {col} = ?", [run_id])
+
+    def mark_interrupted(self) -> list[int]:
+        """Mark runs left ``running``/``paused`` by a process that no longer exists as ``interrupted``."""
+        stale = [r["id"] for r in self.db["runs"].rows_where("status in ('running', 'paused')")
+                 if not _pid_alive(r["pid"])]
+        for rid in stale:
+            self.update_run(rid, status="interrupted", finished_at=now_iso(),
+                            error="the process running it ended without finishing (killed or crashed)")
+        return stale
+
+    # ---- metrics ------------------------------------------------------------------------------
+    def add_metrics(self, rows: Iterable[tuple[int, int, str, float, float]]) -> int:
+        """Write ``(run_id, step, name, value, time_s)`` rows in one transaction; returns the count.
+
+        A repeated (run, name, step) replaces the earlier value. NaN is stored as NULL, ±inf as is.
+        """
+        recs = [(r, n, s, None if v is None or math.isnan(v) else float(v), t) for r, s, n, v, t in rows]
+        if recs:
+            with self._write():
+                self.db.conn.executemany(
+                    "insert or replace into metrics (run_id, name, step, value, time_s) values (?, ?, ?, ?, ?)",
+                    recs)
+        return len(recs)
+
+    def get_metrics(self, run_id: int, names: Sequence[str] | None = None,
+                    after_step: int = -1) -> dict[str, list[tuple[int, float, float]]]:
+        """``{name: [(step, value, time_s), ...]}`` sorted by step; NULL values read back as NaN."""
+        where = "run_id = ? and step > ?"
+        args: list[Any] = [run_id, after_step]
+        if names:
+            where += f" and name in ({','.join('?' * len(names))})"
+            args += list(names)
+        out: dict[str, list[tuple[int, float, float]]] = {}
+        for r in self.db["metrics"].rows_where(where, args, order_by="name, step"):
+            v = r["value"]
+            out.setdefault(r["name"], []).append((r["step"], float("nan") if v is None else v, r["time_s"]))
+        return out
+
+    def last_step(self, run_id: int) -> int:
+        """The largest step with a metric for this run (-1 if none)."""
+        row = self.db.execute("select max(step) from metrics where run_id = ?", [run_id]).fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def add_checkpoint(self, run_id: int, step: int, kind: str, path: str | Path) -> int:
+        """Record a checkpoint file; returns its id."""
+        p = Path(path)
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        with self._write():
+            return int(self.db["checkpoints"].insert(
+                {"run_id": run_id, "step": step, "kind": kind, "path": str(p), "bytes": size,
+                 "created_at": now_iso()}).last_pk)
+
+    def list_checkpoints(self, run_id: int) -> list[dict[str, Any]]:
+        """Checkpoint rows of a run, oldest first."""
+        return list(self.db["checkpoints"].rows_where("run_id = ?", [run_id], order_by="step, id"))
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    def _write(self):
+        """A committed transaction; disk-full and read-only errors become :class:`StoreError`."""
+        return _Transaction(self)
+
+
+class _Transaction:
+    """``with conn:`` (commit on success, rollback on error) that turns I/O failures into StoreError."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store.db.conn.__enter__()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        conn = self.store.db.conn
+        try:
+            conn.__exit__(exc_type, exc, tb)
+        except sqlite3.Error as err:
+            exc = err
+        if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+            raise StoreError(f"cannot write to '{self.store.path}': {exc}.", field="db",
+                             hint="Free disk space or pick a writable database location.") from None
+        return False
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for key, empty in (("config", {}), ("tags", []), ("label_split", None), ("warnings", [])):
+        raw = out.get(key)
+        out[key] = json.loads(raw) if raw else empty
+    return out
