@@ -22,6 +22,13 @@ Inputs = torch.Tensor | dict[str, torch.Tensor]
 
 
 @dataclass
+class HeadInputs:
+    """Embeddings (B, D) already computed by the model's body: only the head runs on them."""
+
+    features: torch.Tensor
+
+
+@dataclass
 class Task:
     """One episode, on the training device.
 
@@ -119,7 +126,22 @@ class MetaLearner(ABC):
         del state
 
     def _fn(self, params: dict[str, torch.Tensor], x: Inputs) -> torch.Tensor:
+        if self._head_only and isinstance(x, HeadInputs):
+            return functional_call(self.model.head, {n[5:]: w for n, w in params.items()}, (x.features,))
         return functional_call(self.model, params, (x,))
+
+    @property
+    def _head_only(self) -> bool:
+        """True when the inner loop adapts only ``head.*`` of a model with ``embed`` + ``head``."""
+        return bool(self.adapted_names) and all(n.startswith("head.") for n in self.adapted_names) \
+            and hasattr(self.model, "embed") and hasattr(self.model, "head")
+
+    def body_inputs(self, x: Inputs) -> Inputs:
+        """Inputs for the inner loop: with a head-only inner loop, the embedding is computed once
+        per task (still differentiable w.r.t. trained encoder layers) instead of once per step."""
+        if self._head_only:
+            return HeadInputs(self.model.embed(x))
+        return x
 
     def _metric(self, pred: torch.Tensor, y: torch.Tensor) -> float | None:
         return accuracy(pred, y) if self.task_type == "classification" else None

@@ -67,12 +67,13 @@ class MAML(MetaLearner):
         self.optimizer.zero_grad(set_to_none=True)
         outer = pre = post = acc = 0.0
         for task in tasks:
+            sx, qx = self.body_inputs(task.support_x), self.body_inputs(task.query_x)
             fast = self._initial_fast_weights(track=True)
-            fast, p0 = self.inner_loop(fast, task.support_x, task.support_y, self.inner_steps,
+            fast, p0 = self.inner_loop(fast, sx, task.support_y, self.inner_steps,
                                        create_graph=not self.first_order)
             with torch.no_grad():
-                post += self.loss_fn(self._fn(fast, task.support_x), task.support_y).item()
-            pred = self._fn(fast, task.query_x)
+                post += self.loss_fn(self._fn(fast, sx), task.support_y).item()
+            pred = self._fn(fast, qx)
             loss = self.loss_fn(pred, task.query_y)
             (loss / len(tasks)).backward()
             outer += loss.item()
@@ -85,11 +86,13 @@ class MAML(MetaLearner):
 
     def predict_query(self, task: Task, steps: int | None = None) -> torch.Tensor:
         steps = self.inner_steps if steps is None else steps
+        with torch.no_grad():
+            sx, qx = self.body_inputs(task.support_x), self.body_inputs(task.query_x)
         with torch.enable_grad():
             fast = self._initial_fast_weights(track=False)
-            fast, _ = self.inner_loop(fast, task.support_x, task.support_y, steps, create_graph=False)
+            fast, _ = self.inner_loop(fast, sx, task.support_y, steps, create_graph=False)
         with torch.no_grad():
-            return self._fn({n: w.detach() for n, w in fast.items()}, task.query_x)
+            return self._fn({n: w.detach() for n, w in fast.items()}, qx)
 
 
 class FOMAML(MAML):

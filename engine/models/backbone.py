@@ -168,8 +168,11 @@ def model_fingerprint(path_or_id: str, config: dict) -> str:
 
 
 def load_encoder(model: str = "bundled", *, pooling: str = "auto", max_length: int = 64,
-                 trust_remote_code: bool = False) -> TextEncoder:
+                 trust_remote_code: bool = False, attn_implementation: str | None = None) -> TextEncoder:
     """Load a base model and its tokenizer as a :class:`TextEncoder` (on the CPU, float32).
+
+    ``attn_implementation="eager"`` is needed when second derivatives flow through attention
+    (second-order MAML adapting encoder layers): PyTorch's fused SDPA kernels have no double backward.
 
     Raises:
         ModelLoadError: missing folder, no model in it, an id not in the local cache while offline,
@@ -179,6 +182,7 @@ def load_encoder(model: str = "bundled", *, pooling: str = "auto", max_length: i
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     source, local = resolve_model_source(model)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     attempts = [True] if local or offline else [True, False]
@@ -188,7 +192,8 @@ def load_encoder(model: str = "bundled", *, pooling: str = "auto", max_length: i
             kw = _pretrained_kwargs(local, trust_remote_code, local_only)
             cfg = AutoConfig.from_pretrained(source, **kw)
             tok = AutoTokenizer.from_pretrained(source, **kw)
-            net = AutoModel.from_pretrained(source, config=cfg, use_safetensors=True, **kw)
+            extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            net = AutoModel.from_pretrained(source, config=cfg, use_safetensors=True, **kw, **extra)
             break
         except (OSError, ValueError) as err:
             last_err = err

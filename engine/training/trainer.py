@@ -28,6 +28,7 @@ from engine.training.control import RunControl
 from engine.training.features import FeatureSource
 from engine.training.stopping import SmoothedPlateau
 
+SECOND_ORDER = {"maml"}
 METRICS = ("outer_loss", "inner_loss_pre", "inner_loss_post", "query_accuracy", "val_accuracy", "val_loss")
 
 
@@ -105,8 +106,11 @@ class MetaTrainer:
         self.prepare_data()
         seed_everything(c.seed)
         self._status(f"loading the base model '{c.model}'")
+        # Fused attention kernels have no double backward: second order through encoder layers needs eager.
+        second_order = c.algorithm in SECOND_ORDER and c.adapt_layers > 0
         encoder: TextEncoder = load_encoder(c.model, max_length=c.max_length, pooling=c.pooling,
-                                            trust_remote_code=c.trust_remote_code)
+                                            trust_remote_code=c.trust_remote_code,
+                                            attn_implementation="eager" if second_order else None)
         for key, value in (("adapt_layers", c.adapt_layers), ("train_layers", c.train_layers)):
             if value > encoder.num_layers:
                 raise ConfigError(f"{value} exceeds the model's {encoder.num_layers} transformer layers.",

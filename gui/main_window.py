@@ -1,0 +1,499 @@
+"""The main window: run list and details (left), experiment form (centre), live curves (right).
+
+Threading: the window owns one :class:`~engine.RunStore` connection, used only in the GUI thread
+(run list, details, stored curves; refreshed every ``refresh_ms`` so runs started from the CLI in
+another process appear). A run started here is driven by a :class:`~gui.worker.TrainingWorker` in
+its own :class:`~PySide6.QtCore.QThread`, which opens its own connection; the window only receives
+its queued, batched signals. One run at a time: Start is disabled while a run is active.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PySide6.QtCore import Qt, QThread, QTimer, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import (
+    ConfigError,
+    ExperimentConfig,
+    MetaStudioError,
+    RunControl,
+    RunStore,
+    StepRecord,
+    default_db_path,
+    load_config,
+    validate_config,
+)
+from engine.models.device import available_devices
+from gui.widgets.curves import CurvesWidget
+from gui.widgets.experiment_form import ExperimentForm
+from gui.widgets.run_list import RunDetails, RunListView, format_duration
+from gui.worker import TrainingWorker
+
+ACTIVE = ("running", "paused")
+
+
+def _panel(title: str, *widgets: QWidget, margins: int = 4) -> QWidget:
+    box = QWidget()
+    lay = QVBoxLayout(box)
+    lay.setContentsMargins(margins, margins, margins, margins)
+    lay.setSpacing(4)
+    head = QLabel(title)
+    head.setStyleSheet("font-weight: 600; font-size: 13px;")
+    lay.addWidget(head)
+    for w in widgets:
+        lay.addWidget(w)
+    return box
+
+
+class MainWindow(QMainWindow):
+    """MetaStudio's window: browse stored runs, edit an experiment, run it and watch its curves.
+
+    Args:
+        db_path: the run database (None = :func:`engine.default_db_path`).
+        config: the experiment the form starts with (the defaults if None).
+        refresh_ms: how often the run list is re-read from the database.
+    """
+
+    def __init__(self, db_path: str | Path | None = None, config: ExperimentConfig | None = None,
+                 refresh_ms: int = 2000) -> None:
+        super().__init__()
+        self.db_path = Path(db_path).expanduser() if db_path else default_db_path()
+        self.store = RunStore(self.db_path)  # the GUI thread's own connection
+        self.setWindowTitle(f"MetaStudio — {self.db_path}")
+
+        self._thread: QThread | None = None
+        self._worker: TrainingWorker | None = None
+        self._control: RunControl | None = None
+        self._live_run_id: int | None = None
+        self._live_records: list[StepRecord] = []
+        self._live_config: ExperimentConfig | None = None
+        self._plot_live = False
+        self._close_after_run = False
+        self._shown_run: dict[str, Any] | None = None
+        self.last_error: str = ""
+        self.error_box: QMessageBox | None = None
+
+        # ---- left: runs and the selected run's details ---------------------------------------------
+        self.runs = RunListView()
+        self.runs.runSelected.connect(self._on_run_selected)
+        self.details = RunDetails()
+        self.use_config_button = QPushButton("Use this config")
+        self.use_config_button.setToolTip("Copy the selected run's config into the experiment form.")
+        self.use_config_button.setEnabled(False)
+        self.use_config_button.clicked.connect(self._use_selected_config)
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(_panel("Runs", self.runs))
+        left.addWidget(_panel("Selected run", self.details, self.use_config_button))
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 2)
+
+        # ---- centre: the experiment form and the run buttons ----------------------------------------
+        self.form = ExperimentForm(config, devices=available_devices())
+        self.form.validityChanged.connect(self._update_buttons)
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Start meta-training with this experiment (Ctrl+Return).\n"
+                                     "One run at a time: Start is disabled while a run is active.")
+        self.start_button.setShortcut(QKeySequence("Ctrl+Return"))
+        self.start_button.setStyleSheet("QPushButton:enabled { font-weight: 600; }")
+        self.start_button.clicked.connect(self.start_run)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Hold the run after the current iteration; click again to resume.")
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("End the run after the current iteration; it is kept as 'stopped'.")
+        self.stop_button.clicked.connect(self.stop_run)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            b.setMinimumHeight(30)
+            buttons.addWidget(b)
+        centre = _panel("Experiment", self.form)
+        centre.layout().addLayout(buttons)
+
+        # ---- right: curves -------------------------------------------------------------------------
+        self.curves = CurvesWidget()
+        right = _panel("Curves", self.curves)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(centre)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 3)
+        split.setStretchFactor(2, 5)
+        split.setSizes([470, 400, 730])
+        split.setChildrenCollapsible(False)
+        self.setCentralWidget(split)
+        self.splitter = split
+
+        # ---- status bar ------------------------------------------------------------------------------
+        self.status_label = QLabel("Ready.")
+        self.status_label.setMinimumWidth(200)
+        self.progress = QProgressBar()
+        self.progress.setFixedWidth(340)
+        self.progress.setTextVisible(True)
+        self._reset_progress()
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+
+        self._build_menu()
+        self.resize(1600, 950)
+
+        self.refresh_timer = QTimer(self)
+        self.refresh_timer.setInterval(refresh_ms)
+        self.refresh_timer.timeout.connect(self.refresh_runs)
+        self.refresh_timer.start()
+        self.refresh_runs()
+        self._update_buttons()
+
+    # ---- menu ------------------------------------------------------------------------------------------
+    def _build_menu(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        load = QAction("&Load config…", self)
+        load.setShortcut(QKeySequence.StandardKey.Open)
+        load.triggered.connect(self._load_config_file)
+        save = QAction("&Save config as…", self)
+        save.setShortcut(QKeySequence.StandardKey.Save)
+        save.triggered.connect(self._save_config_file)
+        quit_ = QAction("&Quit", self)
+        quit_.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_.triggered.connect(self.close)
+        for a in (load, save):
+            file_menu.addAction(a)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_)
+        self.load_config_action, self.save_config_action = load, save
+
+    def _load_config_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load an experiment config", "",
+                                              "Configs (*.yaml *.yml *.json);;All files (*)")
+        if not path:
+            return
+        try:
+            self.form.set_config(load_config(path))
+            self._set_status(f"Loaded config from {path}.")
+        except MetaStudioError as err:
+            self.show_error("Cannot load the config", str(err))
+
+    def _save_config_file(self) -> None:
+        try:
+            cfg = self.form.config()
+        except ConfigError as err:
+            self.show_error("The config is not valid", str(err))
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save the experiment config", "experiment.yaml",
+                                              "YAML (*.yaml *.yml)")
+        if path:
+            Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+            self._set_status(f"Saved config to {path}.")
+
+    # ---- state ---------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while a run started from this window is active (its thread is alive)."""
+        return self._thread is not None
+
+    @property
+    def live_run_id(self) -> int | None:
+        """The database id of the run this window is driving (None before it is created)."""
+        return self._live_run_id
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.status_label.setToolTip(text)
+
+    def _reset_progress(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+
+    @Slot()
+    def _update_buttons(self, *_args: Any) -> None:
+        running = self.running
+        stopping = running and self._control is not None and self._control.stop_requested
+        self.start_button.setEnabled(not running and self.form.valid)
+        self.pause_button.setEnabled(running and not stopping)
+        self.stop_button.setEnabled(running and not stopping)
+        self.form.setEnabled(not running)
+        self.use_config_button.setEnabled(not running and self.details.run_id is not None)
+        self.load_config_action.setEnabled(not running)
+        paused = running and self._control is not None and self._control.paused
+        self.pause_button.setText("Resume" if paused else "Pause")
+
+    # ---- run list ----------------------------------------------------------------------------------
+    @Slot()
+    def refresh_runs(self) -> None:
+        """Re-read the run list (and new points of a run being trained by another process)."""
+        try:
+            runs = self.store.list_runs()
+        except MetaStudioError as err:
+            self._set_status(f"Cannot read the run database: {err}")
+            return
+        self.runs.set_runs(runs)
+        rid = self.details.run_id
+        if rid is None:
+            return
+        row = self.runs.run(rid)
+        if row is None:
+            return
+        if row != self._shown_run:
+            self._shown_run = row
+            self.details.show_run(row)
+        if not self._plot_live and self.curves.run_id == rid and row.get("status") in ACTIVE:
+            self.curves.show_metrics(self.store.get_metrics(rid, after_step=self.curves.last_step), append=True)
+            self.curves.set_title(self._run_title(row))
+
+    @staticmethod
+    def _run_title(run: dict[str, Any]) -> str:
+        return f"Run {run['id']}: {run.get('name') or ''} ({run.get('status')})"
+
+    @Slot(int)
+    def _on_run_selected(self, run_id: int) -> None:
+        if run_id < 0:
+            self.details.show_run(None)
+            self._shown_run = None
+            self._update_buttons()
+            return
+        try:
+            run = self.store.get_run(run_id)
+        except KeyError:
+            return
+        self._shown_run = self.runs.run(run_id)
+        self.details.show_run(run)
+        self._update_buttons()
+        if self.running and run_id == self._live_run_id:
+            self._plot_live = True
+            self.curves.clear(self._run_title(run), run_id)
+            self.curves.append_records(self._live_records)
+            return
+        if self.running and self._live_run_id is None:
+            return  # the live run is still preparing: keep its (empty) plot
+        self._plot_live = False
+        self.curves.clear(self._run_title(run), run_id)
+        self.curves.show_metrics(self.store.get_metrics(run_id))
+
+    @Slot()
+    def _use_selected_config(self) -> None:
+        rid = self.details.run_id
+        if rid is None or self.running:
+            return
+        try:
+            self.form.set_config(validate_config(self.store.get_run(rid)["config"]))
+            self._set_status(f"Copied the config of run {rid} into the form.")
+        except (MetaStudioError, KeyError) as err:
+            self.show_error("Cannot use this config", str(err))
+
+    # ---- running ---------------------------------------------------------------------------------
+    @Slot()
+    def start_run(self) -> bool:
+        """Start the form's experiment in a worker thread; False if invalid or already running."""
+        if self.running:
+            return False
+        try:
+            config = self.form.config()
+        except ConfigError as err:
+            self.form.set_external_error(err.field, err.message)
+            self._set_status(f"Not started: {err}")
+            return False
+        self._live_config = config
+        self._live_run_id = None
+        self._live_records = []
+        self._plot_live = True
+        self.curves.clear(f"Preparing: {config.display_name}")
+        self.progress.setRange(0, 0)  # busy until the first record
+        self.progress.setFormat("preparing…")
+        self._control = RunControl()
+        self._worker = TrainingWorker(config, self.db_path, self._control)
+        self._thread = QThread(self)
+        self._thread.setObjectName("metastudio-training")
+        self._worker.moveToThread(self._thread)
+        self._worker.status.connect(self._on_worker_status)
+        self._worker.started.connect(self._on_worker_started)
+        self._worker.records.connect(self._on_records)
+        self._worker.rejected.connect(self._on_rejected)
+        self._worker.failed.connect(self._on_failed)
+        self._worker.finished.connect(self._on_worker_finished)
+        self._worker.finished.connect(self._thread.quit)
+        self._thread.started.connect(self._worker.run)
+        self._thread.finished.connect(self._on_thread_finished)
+        self._set_status(f"Starting {config.display_name}…")
+        self._thread.start()
+        self._update_buttons()
+        return True
+
+    @Slot()
+    def toggle_pause(self) -> None:
+        """Pause the active run at its next iteration, or resume it."""
+        if not self.running or self._control is None:
+            return
+        if self._control.paused:
+            self._control.resume()
+            self._set_status("Resumed.")
+        else:
+            self._control.pause()
+            last = self._live_records[-1].step if self._live_records else 0
+            self._set_status(f"Paused after iteration {last}." if last else "Pausing once set-up is done…")
+        self._update_buttons()
+
+    @Slot()
+    def stop_run(self) -> None:
+        """Ask the active run to end after its current iteration (kept as ``stopped``)."""
+        if not self.running or self._control is None:
+            return
+        self._control.request_stop()
+        self._set_status("Stopping…" if self._live_run_id is not None else "Stopping once set-up is done…")
+        self._update_buttons()
+
+    @Slot(str)
+    def _on_worker_status(self, text: str) -> None:
+        if self.running and not (self._control and self._control.stop_requested):
+            self._set_status(text[:1].upper() + text[1:])
+
+    @Slot(int)
+    def _on_worker_started(self, run_id: int) -> None:
+        self._live_run_id = run_id
+        self.refresh_runs()
+        self.runs.select_run(run_id, emit=False)
+        try:
+            run = self.store.get_run(run_id)
+        except KeyError:
+            return
+        self.details.show_run(run)
+        self._shown_run = self.runs.run(run_id)
+        if self._plot_live:
+            self.curves.run_id = run_id
+            self.curves.set_title(self._run_title(run))
+        self._update_buttons()
+
+    @Slot(list)
+    def _on_records(self, records: list[StepRecord]) -> None:
+        if not records:
+            return
+        self._live_records.extend(records)
+        last = records[-1]
+        self.progress.setRange(0, last.total)
+        self.progress.setValue(last.step)
+        self.progress.setFormat(f"iteration {last.step} / {last.total} — {format_duration(last.eta_s)} left")
+        if self._plot_live:
+            self.curves.append_records(records)
+
+    @Slot(str, str, str)
+    def _on_rejected(self, field: str, text: str, full: str) -> None:
+        self._set_status(f"Not started: {full}")
+        if not self.form.set_external_error(field, text):
+            self.show_error("The experiment cannot start", full)
+
+    @Slot(str, str)
+    def _on_failed(self, error: str, details: str) -> None:
+        where = f"Run {self._live_run_id} failed" if self._live_run_id is not None else "The run could not start"
+        self.show_error(where, error, details)
+
+    @Slot(str, str, str)
+    def _on_worker_finished(self, status: str, stop_reason: str, error: str) -> None:
+        rid = self._live_run_id
+        if status == "rejected":
+            self.curves.clear("Not started")
+        elif rid is not None:
+            why = f" ({stop_reason})" if stop_reason else ""
+            took = format_duration(self._live_records[-1].elapsed_s) if self._live_records else ""
+            msg = f"Run {rid} {status}{why}" + (f" after {took} of training." if took else ".")
+            if error:
+                msg += f" Error: {error}"
+            self._set_status(msg)
+        self._reset_progress()
+        if self._live_records:
+            last = self._live_records[-1]
+            self.progress.setRange(0, last.total)
+            self.progress.setValue(last.step)
+            self.progress.setFormat(f"iteration {last.step} / {last.total} — {status}")
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        thread, worker = self._thread, self._worker
+        if thread is None:
+            return  # already handled (shutdown() waits and calls this itself)
+        if thread is not None:
+            thread.wait()
+            thread.deleteLater()
+        if worker is not None:
+            worker.deleteLater()
+        self._thread = self._worker = None
+        rid, self._live_run_id = self._live_run_id, None
+        self._plot_live = False
+        self.refresh_runs()
+        if rid is not None:
+            # Show the finished run from the store (selecting it replaces the live curves).
+            if self.runs.selected_run_id() == rid:
+                self._on_run_selected(rid)
+            else:
+                self.runs.select_run(rid)
+        self._update_buttons()
+        if self._close_after_run:
+            self.close()
+
+    # ---- errors and closing --------------------------------------------------------------------------
+    def show_error(self, title: str, text: str, details: str = "") -> None:
+        """Show an error in a window-modal box that does not block the event loop."""
+        self.last_error = text
+        if self.error_box is not None:
+            self.error_box.close()
+        box = QMessageBox(QMessageBox.Icon.Critical, title, text, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        self.error_box = box
+
+    def shutdown(self, timeout_ms: int = 60_000) -> bool:
+        """Stop an active run and wait for its thread (blocking); True if no thread is left running."""
+        if self._thread is None:
+            return True
+        if self._control is not None:
+            self._control.request_stop()
+        done = self._thread.wait(timeout_ms)
+        if done:
+            self._on_thread_finished()
+        return done
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.running:
+            if not self._close_after_run:
+                last = self._live_records[-1] if self._live_records else None
+                where = f" (iteration {last.step} / {last.total})" if last else ""
+                answer = QMessageBox.question(
+                    self, "Stop the run and quit?",
+                    f"A run is in progress{where}.\n\nStop it and close MetaStudio? "
+                    "What it has trained so far is kept as a stopped run.",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                    QMessageBox.StandardButton.No)
+                if answer != QMessageBox.StandardButton.Yes:
+                    event.ignore()
+                    return
+                self._close_after_run = True
+                self.stop_run()
+                self._set_status("Stopping the run before closing…")
+            event.ignore()  # closes for real once the worker thread has finished
+            return
+        self.refresh_timer.stop()
+        if self.error_box is not None:
+            self.error_box.close()
+        try:
+            self.store.close()
+        except Exception:  # already closed
+            pass
+        event.accept()

@@ -1,0 +1,1 @@
+"""Widgets of the main window: the experiment form, the curves and the run list."""

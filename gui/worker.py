@@ -1,0 +1,127 @@
+"""The training worker: drives one :class:`~engine.TrainingSession` in a background thread.
+
+The window moves a :class:`TrainingWorker` to a :class:`~PySide6.QtCore.QThread` and connects that
+thread's ``started`` signal to :meth:`TrainingWorker.run`. Everything the session does, including
+opening its own SQLite connection, happens in that thread; the GUI thread only receives signals.
+
+Step records are never sent one by one: the loop appends them to a buffer and a small flusher
+thread emits the buffer as one ``records`` signal at most every ``emit_interval_s`` (20 per second
+by default), so a fast run (thousands of iterations per second) cannot flood the GUI thread and a
+slow one still shows each point within 50 ms. What is left is flushed before ``finished``.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from engine import ExperimentConfig, MetaStudioError, RunControl, StepRecord, TrainingSession
+
+
+class TrainingWorker(QObject):
+    """Run one experiment and report progress through queued signals.
+
+    Args:
+        config: the validated experiment.
+        db_path: the run database the session writes to (its own connection, in the worker thread).
+        control: the stop/pause flags the window shares with the training loop.
+        emit_interval_s: the shortest time between two ``records`` signals.
+
+    Signals:
+        status(str): set-up and progress text (``"loading the base model 'bundled'"``, ...).
+        started(int): the run's database id, once the session has created the run row.
+        records(list): a batch of :class:`~engine.StepRecord`, oldest first.
+        rejected(str, str, str): the engine refused the experiment before any run was created:
+            ``(field, message, full_text)`` from the :class:`~engine.MetaStudioError` (field may be "").
+        failed(str, str): ``(error, traceback)`` of any other failure (the run, if created, is
+            stored as ``failed`` by the session).
+        finished(str, str, str): ``(status, stop_reason, error)``; status is the session's final
+            status (``completed`` / ``stopped`` / ``failed``) or ``rejected``. Always emitted last.
+    """
+
+    status = Signal(str)
+    started = Signal(int)
+    records = Signal(list)
+    rejected = Signal(str, str, str)
+    failed = Signal(str, str)
+    finished = Signal(str, str, str)
+
+    def __init__(self, config: ExperimentConfig, db_path: str | Path | None, control: RunControl,
+                 emit_interval_s: float = 0.05) -> None:
+        super().__init__()
+        self.config = config
+        self.db_path = db_path
+        self.control = control
+        self.emit_interval_s = emit_interval_s
+        self.run_id: int | None = None
+        self.record_count = 0
+        self.emit_count = 0
+        self._pending: list[StepRecord] = []
+        self._lock = threading.Lock()
+
+    # ---- batching ---------------------------------------------------------------------------
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            self.emit_count += 1
+            self.records.emit(batch)
+
+    def _flusher(self, done: threading.Event) -> None:
+        while not done.wait(self.emit_interval_s):
+            self._flush()
+
+    # ---- the run ----------------------------------------------------------------------------
+    def _check_started(self, session: TrainingSession) -> None:
+        if self.run_id is None and session.run_id is not None:
+            self.run_id = session.run_id
+            self.started.emit(session.run_id)
+
+    @Slot()
+    def run(self) -> None:
+        """Iterate the session to its end; never raises (errors become signals)."""
+        session: TrainingSession | None = None
+
+        def on_status(message: str) -> None:
+            if session is not None:
+                self._check_started(session)
+            self.status.emit(message)
+
+        status, stop_reason, error = "failed", "", ""
+        done = threading.Event()
+        flusher = threading.Thread(target=self._flusher, args=(done,), name="metastudio-records", daemon=True)
+        flusher.start()
+        try:
+            session = TrainingSession(self.config, self.db_path, self.control, on_status=on_status)
+            for rec in session.run():
+                self._check_started(session)
+                with self._lock:
+                    self._pending.append(rec)
+                self.record_count += 1
+            status, stop_reason = session.status, session.stop_reason or ""
+        except MetaStudioError as err:
+            error = str(err)
+            if session is None or session.run_id is None:
+                status = "rejected"
+                text = err.message + (f" {err.hint}" if err.hint else "")
+                self.rejected.emit(err.field or "", text, error)
+            else:
+                status, stop_reason = "failed", session.stop_reason or "error"
+                self.failed.emit(error, traceback.format_exc())
+        except Exception as err:  # the window must survive any failure
+            error = f"{type(err).__name__}: {err}"
+            if session is not None and session.run_id is not None:
+                status, stop_reason = "failed", "error"
+            else:
+                status = "rejected"
+            self.failed.emit(error, traceback.format_exc())
+        finally:
+            done.set()
+            flusher.join()
+            self._flush()
+            if session is not None:
+                self._check_started(session)
+            self.finished.emit(status, stop_reason, error)
