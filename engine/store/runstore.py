@@ -22,16 +22,18 @@ import sqlite_utils
 
 from engine.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("created", "running", "paused", "completed", "stopped", "failed", "interrupted")
 ACTIVE_STATUSES = ("running", "paused")
-_RUN_COLUMNS = {
+_RUN_COLUMNS_V1 = {
     "id": int, "name": str, "status": str, "algorithm": str, "model": str, "dataset": str,
     "n_way": int, "k_shot": int, "config": str, "created_at": str, "started_at": str,
     "finished_at": str, "iterations": int, "stop_reason": str, "error": str, "traceback": str,
     "pid": int, "label_split": str, "data_fingerprint": str, "warnings": str, "notes": str,
     "tags": str, "best_val_accuracy": float, "best_val_step": int, "duration_s": float,
 }
+# columns of the current schema (v1 columns plus any added by later migrations)
+_RUN_COLUMNS = {**_RUN_COLUMNS_V1}
 
 
 def default_db_path() -> Path:
@@ -92,22 +94,20 @@ class RunStore:
 
     # ---- schema -------------------------------------------------------------------------------
     def _migrate(self) -> None:
+        """Bring the file up to :data:`SCHEMA_VERSION`, one committed step per version."""
         db = self.db
         with db.conn:
             if "schema_meta" not in db.table_names():
                 db["schema_meta"].create({"key": str, "value": str}, pk="key")
-            if "runs" not in db.table_names():
-                db["runs"].create(_RUN_COLUMNS, pk="id", not_null={"status", "config", "created_at"},
-                                  defaults={"status": "created", "iterations": 0, "notes": "", "tags": "[]"})
-            if "metrics" not in db.table_names():
-                db["metrics"].create({"run_id": int, "name": str, "step": int, "value": float, "time_s": float},
-                                     pk=("run_id", "name", "step"), foreign_keys=[("run_id", "runs", "id")])
-                db["metrics"].create_index(["run_id", "step"])
-            if "checkpoints" not in db.table_names():
-                db["checkpoints"].create({"id": int, "run_id": int, "step": int, "kind": str, "path": str,
-                                          "bytes": int, "created_at": str}, pk="id",
-                                         foreign_keys=[("run_id", "runs", "id")])
-            db["schema_meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+            row = db.execute("select value from schema_meta where key = 'schema_version'").fetchone()
+            # a file without the key is new (no runs table) or pre-dates versioning (treat as v1)
+            version = int(row[0]) if row else (1 if "runs" in db.table_names() else 0)
+        for target, step in sorted(MIGRATIONS.items()):
+            if version < target:
+                with db.conn:
+                    step(db)
+                    db["schema_meta"].upsert({"key": "schema_version", "value": str(target)}, pk="key")
+                version = target
 
     @property
     def schema_version(self) -> int:
@@ -241,6 +241,33 @@ class _Transaction:
             raise StoreError(f"cannot write to '{self.store.path}': {exc}.", field="db",
                              hint="Free disk space or pick a writable database location.") from None
         return False
+
+
+def _schema_v1(db: sqlite_utils.Database) -> None:
+    """The first released schema: runs, metrics, checkpoints."""
+    db["runs"].create(_RUN_COLUMNS_V1, pk="id", not_null={"status", "config", "created_at"},
+                      defaults={"status": "created", "iterations": 0, "notes": "", "tags": "[]"}, if_not_exists=True)
+    db["metrics"].create({"run_id": int, "name": str, "step": int, "value": float, "time_s": float},
+                         pk=("run_id", "name", "step"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
+    db["metrics"].create_index(["run_id", "step"], if_not_exists=True)
+    db["checkpoints"].create({"id": int, "run_id": int, "step": int, "kind": str, "path": str, "bytes": int,
+                              "created_at": str}, pk="id", foreign_keys=[("run_id", "runs", "id")],
+                             if_not_exists=True)
+
+
+def _schema_v2(db: sqlite_utils.Database) -> None:
+    """Evaluations (meta-test results per method) and run columns added after v1."""
+    db["evaluations"].create({"id": int, "run_id": int, "created_at": str, "episodes": int, "seed": int,
+                              "split": str, "result": str}, pk="id",
+                             foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
+    have = set(db["runs"].columns_dict)
+    for col, typ in _RUN_COLUMNS.items():
+        if col not in have:
+            db["runs"].add_column(col, typ)
+
+
+# version -> step that upgrades the file from version-1 to it; append new steps, never edit old ones
+MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
