@@ -13,11 +13,12 @@ from engine.errors import (
     ModelLoadError,
     StoreError,
 )
+from engine.export import FewShotClassifier, export_run, load_checkpoint
 from engine.store import RunStore, default_db_path
 from engine.training import METRICS, MetaTrainer, RunControl, StepRecord, TrainingSession
 
 __all__ = [
-    "ALGORITHMS", "METRICS", "ConfigError", "DataError", "DeviceError", "DivergenceError",
+    "ALGORITHMS", "METRICS", "FewShotClassifier", "export_run", "load_checkpoint", "ConfigError", "DataError", "DeviceError", "DivergenceError",
     "ExperimentConfig", "MetaStudioError", "MetaTrainer", "ModelLoadError", "RunControl", "RunStore",
     "StepRecord", "StoreError", "TrainingSession", "apply_overrides", "default_db_path", "load_config",
     "validate_config",

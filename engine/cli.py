@@ -1,4 +1,4 @@
-"""The ``metastudio`` command line: ``gui`` (default), ``train``, ``runs``, ``show``.
+"""The ``metastudio`` command line: ``gui`` (default), ``train``, ``resume``, ``runs``, ``show``, ``eval``.
 
 Every command takes ``--db PATH`` (else ``$METASTUDIO_DB``, else the user data folder). Bad input
 prints one line on stderr and exits with status 2 (``--debug`` shows the traceback). With ``--json``
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML or JSON experiment config (default: built-in defaults)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p = sub.add_parser("resume", help="continue an interrupted, stopped or failed run from its last checkpoint")
+    _add_common(p)
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line (as for train)")
     p = sub.add_parser("runs", help="list stored runs")
     _add_common(p)
     p.add_argument("--json", action="store_true")
@@ -59,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("run_id", type=int)
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("eval", help="meta-test a run on held-out classes against two baselines (stored)")
+    _add_common(p)
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("--episodes", type=int, default=600, help="meta-test episodes, the same for every method")
+    p.add_argument("--seed", type=int, default=0, help="episode seed (same seed, same episodes and numbers)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="override the run's device")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line (the last line)")
+    p = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face style folder")
+    _add_common(p)
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.add_argument("--json", action="store_true", help='print {"run_id", "path"} as the last line')
     return parser
 
 
@@ -69,6 +86,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else ExperimentConfig()
     config = apply_overrides(config, args.set)
     control = RunControl()
+    session = TrainingSession(config, args.db, control, on_status=_status_printer(args.json))
+    return _drive_session(session, control, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from engine.training import RunControl, TrainingSession
+
+    control = RunControl()
+    session = TrainingSession.resume(args.run_id, args.db, control, on_status=_status_printer(args.json))
+    return _drive_session(session, control, args)
+
+
+def _status_printer(quiet: bool):
+    return (lambda m: None) if quiet else (lambda m: sys.stderr.write(f"{m}\n"))
+
+
+def _drive_session(session, control, args: argparse.Namespace) -> int:
+    """Iterate a train/resume session with a progress bar and Ctrl-C handling, then print its summary.
+
+    Data warnings go to stderr as ``warning: ...`` lines once the run exists. A failure after the run
+    row exists prints ``run N failed: ...`` (the traceback is stored with the run) and returns 1.
+    """
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint(_sig, _frame):
@@ -79,13 +118,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_sigint)
     quiet = args.json
-    session = TrainingSession(config, args.db, control,
-                              on_status=(lambda m: None) if quiet else (lambda m: sys.stderr.write(f"{m}\n")))
     from tqdm import tqdm
 
     bar = None
+    warned = False
+
+    def show_warnings() -> None:
+        nonlocal warned
+        if not warned and session.run_id is not None:
+            warned = True
+            for w in session.warnings:
+                sys.stderr.write(f"warning: {w}\n")
+
     try:
         for rec in session.run():
+            show_warnings()
             if bar is None:
                 bar = tqdm(total=rec.total, desc=f"run {session.run_id}", unit="it", file=sys.stderr,
                            disable=quiet, dynamic_ncols=True)
@@ -99,13 +146,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.close()
         if session.run_id is None:
             raise
+        show_warnings()
         sys.stderr.write(f"run {session.run_id} failed: {err}\n")
+    except Exception as err:  # a bug or a library failure: stored with its traceback by the session
+        if bar:
+            bar.close()
+        if session.run_id is None:
+            raise
+        show_warnings()
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(f"run {session.run_id} failed: {type(err).__name__}: {err} (the traceback is stored: "
+                         f"metastudio show {session.run_id})\n")
     finally:
         if bar:
             bar.close()
         signal.signal(signal.SIGINT, previous)
     summary = {"run_id": session.run_id, "status": session.status, "iterations": session.iterations,
                "stop_reason": session.stop_reason, "final": session.final_metrics}
+    if session.resumed_from is not None:
+        summary["resumed_from"] = session.resumed_from
     if session.error:
         summary["error"] = session.error
     if args.json:
@@ -150,15 +210,22 @@ def cmd_show(args: argparse.Namespace) -> int:
                               hint="List runs with: metastudio runs") from None
     metrics = store.get_metrics(args.run_id)
     run["checkpoints"] = store.list_checkpoints(args.run_id)
+    evaluations = store.list_evaluations(args.run_id)
     if args.json:
         out = dict(run)
         out["metrics"] = {name: [[s, v] for s, v, _t in rows] for name, rows in metrics.items()}
+        out["evaluations"] = evaluations
         _print_json(out)
         return 0
     print(f"run {run['id']}: {run['name']}  [{run['status']}]  {run['iterations']} iterations"
           + (f"  stop: {run['stop_reason']}" if run["stop_reason"] else ""))
     if run["error"]:
         print(f"error: {run['error']}")
+    if run.get("traceback") and run["status"] in ("failed", "interrupted"):
+        print("traceback (stored with the run):")
+        print("  " + run["traceback"].rstrip().replace("\n", "\n  "))
+    for w in run.get("warnings") or []:
+        print(f"warning: {w}")
     print("config:")
     for k, v in run["config"].items():
         print(f"  {k}: {v}")
@@ -171,6 +238,68 @@ def cmd_show(args: argparse.Namespace) -> int:
         vals = [v for _s, v, _t in rows if math.isfinite(v)]
         if vals:
             print(f"  {name:<16} {vals[-1]:.4f} / {min(vals):.4f} / {max(vals):.4f}  ({len(rows)} points)")
+    for ev in evaluations:
+        print(f"evaluation {ev['id']} ({ev['created_at']}, {ev['split']}, seed {ev['seed']}):")
+        _print_evaluation(ev["result"], indent="  ")
+    return 0
+
+
+def _fmt(value: Any, pct: bool) -> str:
+    if not isinstance(value, int | float):
+        return str(value)  # "inf" / "nan" as stored
+    return f"{100 * value:.2f}" if pct else f"{value:.4f}"
+
+
+def _print_evaluation(result: dict, indent: str = "") -> None:
+    """A meta-test result as a small table: accuracy in % (or MSE) ± 95% CI per method, then meta-gain."""
+    methods = result.get("methods", {})
+    regression = any("mse" in m for m in methods.values())
+    key, unit = ("mse", "MSE") if regression else ("accuracy", "accuracy %")
+    print(f"{indent}{result.get('episodes')} meta-test episodes (seed {result.get('seed')})")
+    extra = "   median  diverged" if regression else ""
+    print(f"{indent}{'method':<18} {unit:>11} {'± 95% CI':>9}{extra}")
+    for name, m in methods.items():
+        line = f"{indent}{name:<18} {_fmt(m.get(key), not regression):>11} {_fmt(m.get('ci95'), not regression):>9}"
+        if regression:
+            line += f" {_fmt(m.get('median'), False):>8} {m.get('diverged', 0):>9}"
+        print(line)
+    gain = result.get("meta_gain")
+    if gain:
+        what = "finetune_head MSE − meta MSE" if regression else "meta − finetune_head, points"
+        value, ci = gain.get("value"), gain.get("ci95")
+        sign = "+" if isinstance(value, int | float) and value >= 0 else ""
+        print(f"{indent}meta-gain ({what}): {sign}{_fmt(value, not regression)} ± {_fmt(ci, not regression)}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from engine.evaluation import evaluate_run
+    from engine.store import RunStore
+
+    if args.episodes < 1:
+        raise MetaStudioError(f"--episodes must be at least 1 (got {args.episodes}).", field="--episodes")
+    store = RunStore(args.db)
+    say = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"{m}\n"))
+    result = evaluate_run(store, args.run_id, episodes=args.episodes, seed=args.seed, device=args.device,
+                          status=say)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"run {args.run_id}:")
+        _print_evaluation(result)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.export import export_run
+    from engine.store import RunStore
+
+    store = RunStore(args.db)
+    say = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"{m}\n"))
+    path = export_run(store, args.run_id, args.out_dir, overwrite=args.overwrite, status=say)
+    if args.json:
+        _print_json({"run_id": args.run_id, "path": str(path)})
+    else:
+        print(f"exported run {args.run_id} to {path}")
     return 0
 
 
@@ -180,7 +309,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return gui_main(db_path=args.db)
 
 
-COMMANDS = {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "gui": cmd_gui, None: cmd_gui}
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "runs": cmd_runs, "show": cmd_show, "gui": cmd_gui,
+            "eval": cmd_eval, "export": cmd_export, None: cmd_gui}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("metastudio: interrupted\n")
         return 130
+    except Exception as err:  # not bad input but a bug or a library failure: one line unless --debug
+        if args.debug:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        sys.stderr.write(f"metastudio: unexpected error: {type(err).__name__}: {first} "
+                         "(run again with --debug for the traceback)\n")
+        return 1
 
 
 if __name__ == "__main__":
