@@ -9,6 +9,7 @@ from engine.errors import (
     DataError,
     DeviceError,
     DivergenceError,
+    MemoryExhaustedError,
     MetaStudioError,
     ModelLoadError,
     StoreError,
@@ -19,7 +20,7 @@ from engine.training import METRICS, MetaTrainer, RunControl, StepRecord, Traini
 
 __all__ = [
     "ALGORITHMS", "METRICS", "FewShotClassifier", "export_run", "load_checkpoint", "ConfigError", "DataError", "DeviceError", "DivergenceError",
-    "ExperimentConfig", "MetaStudioError", "MetaTrainer", "ModelLoadError", "RunControl", "RunStore",
+    "ExperimentConfig", "MemoryExhaustedError", "MetaStudioError", "MetaTrainer", "ModelLoadError", "RunControl", "RunStore",
     "StepRecord", "StoreError", "TrainingSession", "apply_overrides", "default_db_path", "load_config",
     "validate_config",
 ]

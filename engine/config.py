@@ -11,12 +11,43 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ConfigError
 
-Algorithm = Literal["maml", "fomaml", "protonet"]
-ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "protonet")
+Algorithm = Literal["maml", "fomaml", "reptile", "anil", "metasgd", "protonet", "lora_maml"]
+ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet", "lora_maml")
+# Task families that are not text files: ``dataset: sinusoid`` is the MAML paper's regression family.
+SYNTHETIC_DATASETS: tuple[str, ...] = ("sinusoid",)
+# Algorithm-specific keys -> the algorithms that use them. Setting one of these keys to a non-default
+# value for another algorithm is refused (ConfigError naming the key); the form shows them only there.
+ALGORITHM_KEYS: dict[str, tuple[str, ...]] = {
+    "first_order": ("anil", "metasgd", "lora_maml"),
+    "lora_r": ("lora_maml",),
+    "lora_alpha": ("lora_maml",),
+    "lora_dropout": ("lora_maml",),
+    "lora_target_modules": ("lora_maml",),
+    "adapt_layers": ("maml", "fomaml", "reptile", "metasgd"),
+    "train_layers": ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet"),
+}
+
+
+class _FieldError(ValueError):
+    """A cross-field rule broken by one named key (turned into ``ConfigError(field=key)``)."""
+
+    def __init__(self, field: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.field, self.message, self.hint = field, message, hint
+
+
+def second_order_through_encoder(config: ExperimentConfig) -> bool:
+    """True when second derivatives flow through transformer layers (the inner loop adapts encoder
+    weights or LoRA adapters and keeps the graph of its gradients). Such runs need eager attention
+    (fused SDPA kernels have no double backward) and cannot use gradient checkpointing."""
+    second = config.algorithm == "maml" or (config.algorithm in ("metasgd", "lora_maml") and not config.first_order)
+    return second and (config.adapt_layers > 0 or config.algorithm == "lora_maml")
+
+
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 
 
@@ -44,7 +75,8 @@ class ExperimentConfig(BaseModel):
     train_layers: int = Field(0, ge=0, description="Top encoder layers the outer loop trains (0 = frozen).")
     trust_remote_code: bool = Field(False, description="Allow a model's own Python code (off by default).")
     # --- tasks ------------------------------------------------------------------------------
-    dataset: str = Field("demo", description="'demo' or a path to a .jsonl / .csv / .parquet file.")
+    dataset: str = Field("demo", description="'demo', 'sinusoid' (regression), a path to a .jsonl / .csv / "
+                                             ".parquet file, or hf:NAME[:CONFIG] (a Hugging Face data set).")
     text_column: str = "text"
     label_column: str = "label"
     split_seed: int = Field(0, description="Seed of the class-disjoint meta-train/val/test label split.")
@@ -63,19 +95,90 @@ class ExperimentConfig(BaseModel):
     meta_iterations: int = Field(300, ge=1, description="Outer-loop updates.")
     val_interval: int = Field(25, ge=1, description="Meta-validate every this many iterations.")
     val_episodes: int = Field(50, ge=1, description="Episodes per meta-validation.")
+    checkpoint_interval: int = Field(
+        50, ge=0, description="Save a resumable checkpoint every this many iterations (0 = only when the run "
+                              "ends or is stopped).")
     # --- stop condition: smoothed outer-loss plateau ----------------------------------------
     plateau_threshold: float = Field(0.0, ge=0.0, description="Stop when the smoothed outer loss changes less than this (0 = off).")
     plateau_patience: int = Field(50, ge=1, description="... for this many consecutive iterations.")
+    # --- stop conditions: early stopping on meta-val, time budget ------------------------------
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Stop after this many validations without a better meta-val score and restore "
+                             "the best meta-parameters (0 = off).")
+    max_minutes: float = Field(0.0, ge=0.0, description="Training-time budget in minutes (0 = off).")
+    # --- algorithm-specific keys (see ALGORITHM_KEYS) -------------------------------------------
+    first_order: bool = Field(False, description="anil / metasgd / lora_maml: first-order meta-gradient "
+                                                 "(no second derivatives).")
+    lora_r: int = Field(8, ge=1, description="lora_maml: rank of the LoRA adapters.")
+    lora_alpha: float = Field(16.0, gt=0.0, description="lora_maml: LoRA scale numerator (updates scale by alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="lora_maml: dropout on the LoRA branch.")
+    lora_target_modules: str = Field("", description="lora_maml: comma-separated module names to adapt "
+                                                     "(empty = the architecture's attention and MLP weights).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute encoder activations in the backward pass (less memory, more time); refused "
+                           "where second derivatives flow through the encoder.")
     # --- run --------------------------------------------------------------------------------
     seed: int = 0
     device: DeviceName = "auto"
+
+    @field_validator("lora_target_modules", mode="before")
+    @classmethod
+    def _join_module_list(cls, value: Any) -> Any:
+        """Accept a YAML list of module names as well as a comma-separated string."""
+        return ",".join(str(v).strip() for v in value) if isinstance(value, list | tuple) else value
+
+    @property
+    def task_type(self) -> str:
+        """``"regression"`` for ``dataset: sinusoid``, else ``"classification"``."""
+        return "regression" if self.dataset == "sinusoid" else "classification"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ExperimentConfig:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% of labels for meta-train")
-        if self.algorithm == "protonet" and self.adapt_layers:
-            raise ValueError("ProtoNet has no inner loop, so adapt_layers must be 0")
+        algo = self.algorithm
+        if self.dataset == "sinusoid":
+            if algo in ("protonet", "lora_maml"):
+                why = "ProtoNet needs classes to build prototypes" if algo == "protonet" else \
+                    "LoRA-MAML adapts transformer weights and the sinusoid MLP has none"
+                raise _FieldError("algorithm", f"{algo} cannot run on dataset 'sinusoid' (regression): {why}.",
+                                  "Use maml, fomaml, reptile, anil or metasgd.")
+            for key in ("adapt_layers", "train_layers"):
+                if getattr(self, key):
+                    raise _FieldError(key, f"{key} must be 0 with dataset 'sinusoid': its MLP has no "
+                                           "transformer layers (every weight is meta-trained).")
+        reasons = {("adapt_layers", "protonet"): "ProtoNet has no inner loop, so adapt_layers must be 0.",
+                   ("adapt_layers", "anil"): "ANIL's inner loop adapts only the head, so adapt_layers must be 0.",
+                   ("adapt_layers", "lora_maml"): "LoRA-MAML adapts LoRA adapters, never base weights, so "
+                                                  "adapt_layers must be 0.",
+                   ("train_layers", "lora_maml"): "LoRA-MAML keeps the base weights frozen, so train_layers must "
+                                                  "be 0 (the outer loop trains the adapters' initialisation)."}
+        for key, users in ALGORITHM_KEYS.items():
+            if algo not in users and getattr(self, key) != type(self).model_fields[key].default:
+                msg = reasons.get((key, algo), f"applies only to {', '.join(users)}, not to algorithm {algo}.")
+                raise _FieldError(key, msg, f"Reset {key} to its default "
+                                            f"({type(self).model_fields[key].default!r}) or change the algorithm.")
+        if self.gradient_checkpointing:
+            # The inner loop's fast weights exist only while the forward pass runs (functional_call); a
+            # checkpointed layer recomputed during backward would silently use the stored weights instead,
+            # and second order would need double backward through the recomputation. So checkpointing
+            # is only allowed where the inner loop adapts no encoder weight.
+            if second_order_through_encoder(self):
+                raise _FieldError(
+                    "gradient_checkpointing", f"cannot combine with second-order {algo} "
+                    "through encoder layers: it would need double backward through recomputed activations.",
+                    "Use adapt_layers=0 (a head-only inner loop), or turn gradient_checkpointing off.")
+            if self.adapt_layers > 0 or algo == "lora_maml" or (algo == "reptile" and self.train_layers > 0):
+                raise _FieldError(
+                    "gradient_checkpointing", f"cannot combine with {algo} adapting encoder weights in the inner "
+                    "loop: a recomputed layer would use the stored weights, not the task's fast weights.",
+                    "Use adapt_layers=0 with maml, fomaml, anil, metasgd or protonet, or turn "
+                    "gradient_checkpointing off.")
+            if self.train_layers == 0:
+                raise _FieldError(
+                    "gradient_checkpointing", "would have no effect: no encoder layer is "
+                    "trained (train_layers = 0), so no activations are kept for a backward pass.",
+                    "Set train_layers > 0, or turn gradient_checkpointing off.")
         return self
 
     @property
@@ -95,6 +198,9 @@ def _format_validation_error(err: ValidationError) -> ConfigError:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or None
     msg = first["msg"]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, _FieldError):
+        return ConfigError(cause.message, field=cause.field, hint=cause.hint)
     if first["type"] == "extra_forbidden":
         known = ", ".join(sorted(ExperimentConfig.model_fields))
         return ConfigError(f"unknown config key '{loc}'.", field=loc, hint=f"Known keys: {known}.")

@@ -45,3 +45,11 @@ class DivergenceError(MetaStudioError):
 
 class StoreError(MetaStudioError):
     """The run database cannot be opened or written (read-only folder, disk full, ...)."""
+
+
+class MemoryExhaustedError(MetaStudioError):
+    """Training ran out of GPU or CPU memory; the message says how to need less.
+
+    Raised after the run is stored as ``failed`` and its memory released, so the next run can start in
+    the same process.
+    """

@@ -85,8 +85,10 @@ class MainWindow(QMainWindow):
         self._live_config: ExperimentConfig | None = None
         self._plot_live = False
         self._close_after_run = False
+        self._closed = False
         self._shown_run: dict[str, Any] | None = None
         self.last_error: str = ""
+        self.last_run_stats: dict[str, int] = {}  # records received / signals used by the last run
         self.error_box: QMessageBox | None = None
 
         # ---- left: runs and the selected run's details ---------------------------------------------
@@ -136,7 +138,7 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 3)
         split.setStretchFactor(2, 5)
-        split.setSizes([470, 400, 730])
+        split.setSizes([600, 420, 580])
         split.setChildrenCollapsible(False)
         self.setCentralWidget(split)
         self.splitter = split
@@ -152,7 +154,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
 
         self._build_menu()
-        self.resize(1600, 950)
+        self.resize(1680, 980)
 
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setInterval(refresh_ms)
@@ -239,6 +241,8 @@ class MainWindow(QMainWindow):
     @Slot()
     def refresh_runs(self) -> None:
         """Re-read the run list (and new points of a run being trained by another process)."""
+        if self._closed:
+            return
         try:
             runs = self.store.list_runs()
         except MetaStudioError as err:
@@ -264,6 +268,8 @@ class MainWindow(QMainWindow):
 
     @Slot(int)
     def _on_run_selected(self, run_id: int) -> None:
+        if self._closed:
+            return
         if run_id < 0:
             self.details.show_run(None)
             self._shown_run = None
@@ -328,7 +334,8 @@ class MainWindow(QMainWindow):
         self._worker.rejected.connect(self._on_rejected)
         self._worker.failed.connect(self._on_failed)
         self._worker.finished.connect(self._on_worker_finished)
-        self._worker.finished.connect(self._thread.quit)
+        # Direct: quit() is thread-safe, and shutdown() may be blocking the GUI thread in wait().
+        self._worker.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
         self._thread.started.connect(self._worker.run)
         self._thread.finished.connect(self._on_thread_finished)
         self._set_status(f"Starting {config.display_name}…")
@@ -366,6 +373,8 @@ class MainWindow(QMainWindow):
 
     @Slot(int)
     def _on_worker_started(self, run_id: int) -> None:
+        if self._closed:
+            return
         self._live_run_id = run_id
         self.refresh_runs()
         self.runs.select_run(run_id, emit=False)
@@ -431,6 +440,7 @@ class MainWindow(QMainWindow):
             thread.wait()
             thread.deleteLater()
         if worker is not None:
+            self.last_run_stats = {"records": worker.record_count, "signals": worker.emit_count}
             worker.deleteLater()
         self._thread = self._worker = None
         rid, self._live_run_id = self._live_run_id, None
@@ -492,8 +502,7 @@ class MainWindow(QMainWindow):
         self.refresh_timer.stop()
         if self.error_box is not None:
             self.error_box.close()
-        try:
+        if not self._closed:
+            self._closed = True
             self.store.close()
-        except Exception:  # already closed
-            pass
         event.accept()

@@ -15,6 +15,21 @@ CLINC = SHARED_DATA / "clinc150" / "data.jsonl"
 BANKING = SHARED_DATA / "banking77" / "data.jsonl"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def embedding_cache_dir(tmp_path_factory) -> Path:
+    """Every test run writes the on-disk embedding cache to a temp folder, never the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("embedding_cache")
+    previous = os.environ.get("METASTUDIO_CACHE")
+    os.environ["METASTUDIO_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("METASTUDIO_CACHE", None)
+    else:
+        os.environ["METASTUDIO_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def clinc_subset(tmp_path_factory) -> Path:
     """A real CLINC150 subset written to a temp file (never into the repo): 40 labels x 20 texts."""

@@ -111,6 +111,13 @@ class MetaLearner(ABC):
             classification_loss if task_type == "classification" else regression_loss)
         self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=outer_lr)
 
+    @classmethod
+    def config_kwargs(cls, config: Any) -> dict[str, Any]:
+        """Constructor arguments this algorithm takes from an :class:`~engine.config.ExperimentConfig`
+        besides the common ones (e.g. ``first_order``); none by default."""
+        del config
+        return {}
+
     # ---- parameters -------------------------------------------------------------------------
     def meta_parameters(self) -> list[nn.Parameter]:
         """The tensors the outer loop updates (the model's and any the algorithm adds)."""

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from engine.algorithms.base import Inputs, MetaLearner, StepMetrics, Task
+from engine.algorithms.vectorized import vectorized_outer_step
 
 
 class MAML(MetaLearner):
@@ -31,6 +32,7 @@ class MAML(MetaLearner):
     """
 
     name = "maml"
+    vectorize = True  # run stackable meta-batches as one batched computation (False: always per task)
 
     def __init__(self, model, *, first_order: bool = False, **kwargs) -> None:
         super().__init__(model, **kwargs)
@@ -56,7 +58,7 @@ class MAML(MetaLearner):
             if pre is None:
                 pre = loss.item()
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
-            fast = {n: w - self.inner_lr * g for (n, w), g in zip(fast.items(), grads, strict=True)}
+            fast = {n: w - self.lr_for(n) * g for (n, w), g in zip(fast.items(), grads, strict=True)}
         return fast, pre
 
     def lr_for(self, name: str) -> float | torch.Tensor:
@@ -64,6 +66,11 @@ class MAML(MetaLearner):
         return self.inner_lr
 
     def outer_step(self, tasks: Sequence[Task]) -> StepMetrics:
+        # Tasks whose inputs stack (cached embeddings, sinusoid points) run as one batched computation
+        # (engine.algorithms.vectorized); the per-task loop below is the general path.
+        metrics = vectorized_outer_step(self, tasks)
+        if metrics is not None:
+            return metrics
         self.optimizer.zero_grad(set_to_none=True)
         outer = pre = post = acc = 0.0
         for task in tasks:

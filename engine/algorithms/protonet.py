@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from engine.algorithms.base import MetaLearner, StepMetrics, Task
+from engine.algorithms.vectorized import vectorized_protonet_step
 
 
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,
@@ -31,6 +32,7 @@ class ProtoNet(MetaLearner):
 
     name = "protonet"
     has_inner_loop = False
+    vectorize = True  # stack meta-batches of equal-shaped tasks (False: always per task)
 
     def _logits(self, task: Task) -> torch.Tensor:
         # embed() returns unit vectors times the learned scale s, so ‖a − b‖² = s²(2 − 2cos); dividing
@@ -41,6 +43,10 @@ class ProtoNet(MetaLearner):
         return prototype_logits(s, task.support_y, q, n_way) / self.model.log_scale.exp()
 
     def outer_step(self, tasks: Sequence[Task]) -> StepMetrics:
+        # Stackable meta-batches (cached embeddings) run as one batched computation; else per task.
+        metrics = vectorized_protonet_step(self, tasks)
+        if metrics is not None:
+            return metrics
         self.optimizer.zero_grad(set_to_none=True)
         outer = acc = 0.0
         for task in tasks:

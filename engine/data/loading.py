@@ -19,6 +19,7 @@ from engine.errors import DataError
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 DEMO_DATASET = RESOURCES / "demo" / "intents.jsonl"
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+HUB_PREFIX = "hf:"  # dataset "hf:NAME[:CONFIG]" loads a Hugging Face data set (engine.data.hub)
 _WS = re.compile(r"\s+")
 
 
@@ -135,22 +136,31 @@ def load_labelled_data(dataset: str, text_column: str = "text", label_column: st
     """Load and clean a labelled text data set.
 
     Args:
-        dataset: ``"demo"`` or a path to ``.jsonl``/``.csv``/``.tsv``/``.parquet``.
+        dataset: ``"demo"``, a path to ``.jsonl``/``.csv``/``.tsv``/``.parquet``, or ``"hf:NAME[:CONFIG]"``
+            (a Hugging Face data set from the hub or the local cache; all its splits, see
+            :func:`engine.data.hub.read_hub_dataset`).
         text_column: the column holding the text.
         label_column: the column holding the class label (any type; kept as its string form).
 
     Returns:
-        LabelledData with empty texts and per-label duplicate texts dropped (counted in ``warnings``).
+        LabelledData with empty texts, per-label duplicate texts and texts found under two different
+        labels dropped (counted in ``warnings``). Texts compare with whitespace collapsed and case folded,
+        so no text can be in both the support and the query set of an episode.
 
     Raises:
         DataError: missing file, empty file, non-UTF-8 bytes, malformed rows, missing columns (the
             message lists the columns found), or a missing label in some row.
     """
-    path = resolve_dataset_path(dataset)
-    data = path.read_bytes()
+    hub = dataset.startswith(HUB_PREFIX)  # hf:NAME[:CONFIG], a Hugging Face `datasets` data set
+    path = Path(dataset) if hub else resolve_dataset_path(dataset)
+    data = b"" if hub else path.read_bytes()
     fingerprint = hashlib.sha256(data).hexdigest()
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    suffix = "" if hub else path.suffix.lower()
+    if hub:
+        from engine.data.hub import read_hub_dataset
+
+        rows, columns, fingerprint = read_hub_dataset(dataset)
+    elif suffix == ".parquet":
         rows, columns = _read_parquet(path)
     else:
         try:
@@ -200,7 +210,26 @@ def load_labelled_data(dataset: str, text_column: str = "text", label_column: st
         if splits is not None:
             splits.append(str(row.get("split", "")).strip().lower())
 
+    # A text under two different labels is contradictory, and an episode holding both labels would put
+    # it in the support set as one class and in the query set as another: every copy of it is dropped.
+    text_labels: dict[str, set[str]] = {}
+    for text, label in zip(texts, labels, strict=True):
+        text_labels.setdefault(_WS.sub(" ", text).casefold(), set()).add(label)
+    conflicting = {t: sorted(labs) for t, labs in text_labels.items() if len(labs) > 1}
+    conflict_rows = 0
+    if conflicting:
+        keep = [i for i, text in enumerate(texts) if _WS.sub(" ", text).casefold() not in conflicting]
+        conflict_rows = len(texts) - len(keep)
+        texts = [texts[i] for i in keep]
+        labels = [labels[i] for i in keep]
+        if splits is not None:
+            splits = [splits[i] for i in keep]
+
     warnings: list[str] = []
+    if conflicting:
+        example, labs = next(iter(conflicting.items()))
+        warnings.append(f"{len(conflicting)} text(s) appear under more than one label and were dropped "
+                        f"({conflict_rows} rows), e.g. {example!r} ({' / '.join(labs)}).")
     if missing:
         warnings.append(f"{missing} row(s) without a label were skipped (first: row {first_missing}).")
     if empty:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from engine.errors import ModelLoadError
+from engine.models.partial_forward import BOTTOM_HIDDEN, BOTTOM_LAYERS, skip_bottom_layers
 
 DECODER_TYPES = {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3",
                  "qwen2_moe", "phi", "phi3", "gemma", "gemma2", "gemma3_text", "opt", "bloom", "falcon",
@@ -101,7 +102,13 @@ class TextEncoder(nn.Module):
         return {k: (v.to(device) if device is not None else v) for k, v in batch.items() if k in keep}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(**batch)
+        if BOTTOM_HIDDEN in batch:  # cached states of the frozen bottom layers: run only the top ones
+            batch = dict(batch)
+            hidden, spec = batch.pop(BOTTOM_HIDDEN), batch.pop(BOTTOM_LAYERS)
+            with skip_bottom_layers(self, hidden, spec):
+                out = self.model(**batch)
+        else:
+            out = self.model(**batch)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         mask = batch["attention_mask"]
         if self.pooling == "cls":
@@ -203,8 +210,8 @@ def load_encoder(model: str = "bundled", *, pooling: str = "auto", max_length: i
             raise ModelLoadError(f"'{model}' has no safetensors weights; MetaStudio does not load pickled "
                                  "(.bin) weights.", field="model",
                                  hint="Convert the model with save_pretrained(safe_serialization=True).") from None
-        if "trust_remote_code" in msg:
-            raise ModelLoadError(f"'{model}' needs its own Python code to load.", field="model",
+        if "trust_remote_code" in str(last_err) or "contains custom code" in msg:
+            raise ModelLoadError(f"'{model}' needs its own Python code to load (it was not run).", field="model",
                                  hint="Tick 'trust remote code' (trust_remote_code=true) only if you trust it.") from None
         if not local:
             raise ModelLoadError(f"'{model}' is not in the local Hugging Face cache and cannot be downloaded "
@@ -228,3 +235,19 @@ def load_encoder(model: str = "bundled", *, pooling: str = "auto", max_length: i
     enc = TextEncoder(net, tok, pooling, max_length, info)
     info.num_layers = enc.num_layers
     return enc
+
+
+def count_truncated(tokenizer, texts: list[str], max_length: int, batch_size: int = 2048) -> int:
+    """How many ``texts`` have more than ``max_length`` tokens (special tokens included), i.e. get truncated.
+
+    Only texts whose UTF-8 length could exceed the limit are tokenised (a WordPiece or byte-level BPE
+    token covers at least one byte), so short-text data sets cost almost nothing.
+    """
+    margin = 4  # [CLS]/[SEP], <s>/</s>, BOS/EOS
+    candidates = [t for t in texts if len(t.encode("utf-8")) + margin > max_length]
+    count = 0
+    for start in range(0, len(candidates), batch_size):
+        ids = tokenizer(candidates[start:start + batch_size], truncation=False, add_special_tokens=True,
+                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        count += sum(len(x) > max_length for x in ids)
+    return count

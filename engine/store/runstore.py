@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,39 +77,70 @@ class RunStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path else default_db_path()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=30.0)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self.db = sqlite_utils.Database(conn)
-            self._migrate()
-        except (OSError, sqlite3.Error) as err:
-            raise StoreError(f"cannot open the run database '{self.path}': {err}.", field="db",
-                             hint="Pick a writable folder with --db PATH or METASTUDIO_DB.") from None
+        deadline = time.monotonic() + 30.0
+        while True:
+            conn = None
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), timeout=30.0)
+                conn.execute("PRAGMA busy_timeout = 30000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self.db = sqlite_utils.Database(conn)
+                self._migrate()
+                return
+            except (OSError, sqlite3.Error) as err:
+                if conn is not None:
+                    conn.close()
+                # Several processes creating the same new file at once can get SQLITE_BUSY without the
+                # busy handler being called (switching to WAL, stale schema): wait a moment and retry.
+                if isinstance(err, sqlite3.OperationalError) and "locked" in str(err) \
+                        and time.monotonic() < deadline:
+                    time.sleep(random.uniform(0.02, 0.2))
+                    continue
+                raise StoreError(f"cannot open the run database '{self.path}': {err}.", field="db",
+                                 hint="Pick a writable folder with --db PATH or METASTUDIO_DB.") from None
 
     @property
     def checkpoint_dir(self) -> Path:
-        """Folder beside the database where run checkpoints live."""
-        return self.path.parent / "checkpoints"
+        """Folder beside the database where run checkpoints live: ``<db name>-checkpoints/run-<id>/``.
+
+        Named after the database file, so two databases in one folder never share (and overwrite) the
+        checkpoint files of their equally numbered runs. Rows store absolute paths, so files written
+        under an earlier layout stay readable.
+        """
+        return self.path.parent / f"{self.path.stem}-checkpoints"
 
     # ---- schema -------------------------------------------------------------------------------
     def _migrate(self) -> None:
-        """Bring the file up to :data:`SCHEMA_VERSION`, one committed step per version."""
+        """Bring the file up to :data:`SCHEMA_VERSION` in one committed transaction.
+
+        An up-to-date file is only read. Otherwise the write lock is taken first (``BEGIN IMMEDIATE``,
+        which waits for the busy timeout) and the version read again under it, so two processes
+        opening a new or old file at once never interleave their schema changes.
+        """
         db = self.db
+        if self._stored_version() >= max(MIGRATIONS):
+            return
         with db.conn:
+            db.conn.execute("BEGIN IMMEDIATE")
             if "schema_meta" not in db.table_names():
                 db["schema_meta"].create({"key": str, "value": str}, pk="key")
-            row = db.execute("select value from schema_meta where key = 'schema_version'").fetchone()
-            # a file without the key is new (no runs table) or pre-dates versioning (treat as v1)
-            version = int(row[0]) if row else (1 if "runs" in db.table_names() else 0)
-        for target, step in sorted(MIGRATIONS.items()):
-            if version < target:
-                with db.conn:
+            version = self._stored_version()
+            for target, step in sorted(MIGRATIONS.items()):
+                if version < target:
                     step(db)
                     db["schema_meta"].upsert({"key": "schema_version", "value": str(target)}, pk="key")
-                version = target
+                    version = target
+
+    def _stored_version(self) -> int:
+        """The file's schema version: 0 for a new file, 1 for a file from before versioning."""
+        names = self.db.table_names()
+        if "schema_meta" in names:
+            row = self.db.execute("select value from schema_meta where key = 'schema_version'").fetchone()
+            if row:
+                return int(row[0])
+        return 1 if "runs" in names else 0
 
     @property
     def schema_version(self) -> int:
@@ -155,19 +188,33 @@ class RunStore:
         return [_decode(r) for r in self.db["runs"].rows_where(order_by="id desc")]
 
     def delete_run(self, run_id: int) -> None:
-        """Remove a run with its metrics and checkpoint rows (files are the caller's job)."""
+        """Remove a run with its metrics, checkpoint and evaluation rows (files are the caller's job)."""
         with self._write():
-            for table, col in (("metrics", "run_id"), ("checkpoints", "run_id"), ("runs", "id")):
+            for table, col in (("metrics", "run_id"), ("checkpoints", "run_id"), ("evaluations", "run_id"),
+                               ("runs", "id")):
                 self.db.conn.execute(f"delete from {table} where {col} = ?", [run_id])
 
     def mark_interrupted(self) -> list[int]:
-        """Mark runs left ``running``/``paused`` by a process that no longer exists as ``interrupted``."""
-        stale = [r["id"] for r in self.db["runs"].rows_where("status in ('running', 'paused')")
+        """Mark runs left ``created``/``running``/``paused`` by a process that no longer exists as
+        ``interrupted``; returns their ids.
+
+        Each update only applies if the row still has the status and pid that were read, so a run that
+        another process resumed in the meantime is left alone.
+        """
+        stale = [(r["id"], r["status"], r["pid"]) for r in
+                 self.db["runs"].rows_where("status in ('created', 'running', 'paused')")
                  if not _pid_alive(r["pid"])]
-        for rid in stale:
-            self.update_run(rid, status="interrupted", finished_at=now_iso(),
-                            error="the process running it ended without finishing (killed or crashed)")
-        return stale
+        marked = []
+        for rid, status, pid in stale:
+            with self._write():
+                cur = self.db.conn.execute(
+                    "update runs set status = 'interrupted', finished_at = ?, error = ? "
+                    "where id = ? and status = ? and pid is ?",
+                    [now_iso(), "the process running it ended without finishing (killed or crashed)",
+                     rid, status, pid])
+            if cur.rowcount:
+                marked.append(rid)
+        return marked
 
     # ---- metrics ------------------------------------------------------------------------------
     def add_metrics(self, rows: Iterable[tuple[int, int, str, float, float]]) -> int:
@@ -202,6 +249,15 @@ class RunStore:
         row = self.db.execute("select max(step) from metrics where run_id = ?", [run_id]).fetchone()
         return -1 if row[0] is None else int(row[0])
 
+    def delete_metrics_after(self, run_id: int, step: int) -> int:
+        """Delete the run's metric rows with ``step > step`` (one transaction); returns how many.
+
+        Used when a run resumes from the checkpoint of ``step``: rows written after it are recomputed.
+        """
+        with self._write():
+            cur = self.db.conn.execute("delete from metrics where run_id = ? and step > ?", [run_id, step])
+        return cur.rowcount
+
     # ---- checkpoints ----------------------------------------------------------------------------
     def add_checkpoint(self, run_id: int, step: int, kind: str, path: str | Path) -> int:
         """Record a checkpoint file; returns its id."""
@@ -215,6 +271,45 @@ class RunStore:
     def list_checkpoints(self, run_id: int) -> list[dict[str, Any]]:
         """Checkpoint rows of a run, oldest first."""
         return list(self.db["checkpoints"].rows_where("run_id = ?", [run_id], order_by="step, id"))
+
+    # ---- evaluations ------------------------------------------------------------------------------
+    def add_evaluation(self, run_id: int, *, episodes: int, seed: int, split: str, result: dict[str, Any]) -> int:
+        """Store one meta-test result (the dict of :func:`engine.evaluation.evaluate_run`); returns its id.
+
+        Non-finite floats in ``result`` are stored as the strings ``"inf"``, ``"-inf"`` and ``"nan"``.
+        """
+        row = {"run_id": run_id, "created_at": now_iso(), "episodes": episodes, "seed": seed, "split": split,
+               "result": json.dumps(_finite_json(result))}
+        with self._write():
+            return int(self.db["evaluations"].insert(row).last_pk)
+
+    def list_evaluations(self, run_id: int) -> list[dict[str, Any]]:
+        """Evaluation rows of a run, oldest first, with ``result`` decoded."""
+        rows = self.db["evaluations"].rows_where("run_id = ?", [run_id], order_by="id")
+        return [{**r, "result": json.loads(r["result"]) if r["result"] else {}} for r in rows]
+
+    def delete_checkpoints(self, ids: Iterable[int]) -> None:
+        """Remove checkpoint rows by id in one transaction (deleting the files is the caller's job)."""
+        ids = list(ids)
+        if ids:
+            with self._write():
+                self.db.conn.executemany("delete from checkpoints where id = ?", [(i,) for i in ids])
+
+    def claim_run(self, run_id: int, expected_status: str, **fields: Any) -> bool:
+        """Atomically set a run to ``running`` with this process's pid, if its status is still
+        ``expected_status`` (two processes resuming the same run: only one wins). ``fields`` are
+        further columns to set in the same transaction. Returns False if another process got there first.
+        """
+        clean = {k: json.dumps(v) if isinstance(v, dict | list | tuple) else v for k, v in fields.items()}
+        unknown = set(clean) - set(_RUN_COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown run columns: {sorted(unknown)}")
+        clean.update(status="running", pid=os.getpid())
+        sets = ", ".join(f"[{k}] = ?" for k in clean)
+        with self._write():
+            cur = self.db.conn.execute(f"update runs set {sets} where id = ? and status = ?",
+                                       [*clean.values(), run_id, expected_status])
+        return cur.rowcount == 1
 
     # ---- helpers ----------------------------------------------------------------------------------
     def _write(self):
@@ -268,6 +363,17 @@ def _schema_v2(db: sqlite_utils.Database) -> None:
 
 # version -> step that upgrades the file from version-1 to it; append new steps, never edit old ones
 MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
+
+
+def _finite_json(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by ``"inf"`` / ``"-inf"`` / ``"nan"`` (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    return value
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 
 from engine.algorithms import REGISTRY, MetaLearner, Task
 from engine.algorithms.lora_maml import add_lora
+from engine.algorithms.vectorized import evaluate_tasks
 from engine.config import ExperimentConfig, second_order_through_encoder
 from engine.data import Episode, TaskData, load_labelled_data, prepare_tasks, split_labels
 from engine.data.episodes import EpisodeSampler, class_rows
@@ -32,6 +33,7 @@ from engine.models.sinusoid import SinusoidMLP
 from engine.training.control import RunControl
 from engine.training.features import FeatureSource
 from engine.training.stopping import SmoothedPlateau
+from engine.training.threads import loop_thread_count, loop_threads
 
 # Algorithms that can differentiate through their inner gradients (see config.second_order_through_encoder).
 SECOND_ORDER = {"maml", "metasgd", "lora_maml"}
@@ -85,6 +87,7 @@ class MetaTrainer:
         self._best_score: float | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._rounds_without_gain = 0
+        self.start_elapsed_s = 0.0  # training seconds before run(start_step > 1): set when a run resumes
         self.tasks: TaskData | None = None
         self.prepared = False
 
@@ -260,12 +263,14 @@ class MetaTrainer:
         """Mean (query loss, accuracy) over the fixed meta-val episodes (accuracy None for regression);
         None if a stop came first."""
         losses, accs = [], []
-        for ep in self.val_episodes:
+        chunk = 25  # episodes evaluated as one batch (engine.algorithms.vectorized); a stop is seen between chunks
+        for start in range(0, len(self.val_episodes), chunk):
             if self.control.stop_requested:
                 return None
-            loss, acc = self.learner.evaluate(self.task(ep))
-            losses.append(loss)
-            accs.append(acc or 0.0)
+            tasks = [self.task(ep) for ep in self.val_episodes[start:start + chunk]]
+            for loss, acc in evaluate_tasks(self.learner, tasks, chunk=chunk):
+                losses.append(loss)
+                accs.append(acc or 0.0)
         return float(np.mean(losses)), (float(np.mean(accs)) if self.config.task_type == "classification" else None)
 
     def _track_best(self, step: int, val: tuple[float, float | None]) -> bool:
@@ -309,10 +314,17 @@ class MetaTrainer:
         """
         if not self.prepared:
             self.prepare()
+        # No encoder in the loop (cached embeddings, sinusoid): small tensors, one CPU thread (threads.py).
+        mode = getattr(self.features, "mode", None)
+        with loop_threads(loop_thread_count(self.device, encoder_in_loop=mode not in (None, "pooled"))):
+            yield from self._steps(start_step)
+
+    def _steps(self, start_step: int) -> Iterator[StepRecord]:
+        """The loop of :meth:`run` (the model is prepared)."""
         c = self.config
         # LoRA-MAML trains (adapters) through every layer: train mode, so LoRA dropout and checkpointing act.
         self.model.train(c.train_layers > 0 or c.algorithm == "lora_maml")
-        elapsed = 0.0
+        elapsed = self.start_elapsed_s if start_step > 1 else 0.0  # resumed: the time budget goes on
         for step in range(start_step, c.meta_iterations + 1):
             if self.control.checkpoint():
                 self.stop_reason = "user"

@@ -66,10 +66,13 @@ class CurvesWidget(QWidget):
             plot.showGrid(x=True, y=True, alpha=0.25)
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
-            plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
+            for axis in ("left", "bottom"):
+                plot.getAxis(axis).enableAutoSIPrefix(False)
+            # accuracy curves live near the top, so their legend goes bottom-right
+            plot.addLegend(offset=(-10, -10) if key == "acc" else (-10, 10), labelTextSize="8pt",
+                           brush=pg.mkBrush(255, 255, 255, 210), pen=pg.mkPen(200, 200, 200))
             if key == "acc":
-                plot.setYRange(0.0, 1.0, padding=0.02)
-                plot.enableAutoRange(axis="y", enable=False)
+                plot.setLimits(yMin=-0.02, yMax=1.02)  # auto-range, but never outside [0, 1]
             if first is None:
                 first = plot
             else:

@@ -33,7 +33,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine import ALGORITHMS, ConfigError, ExperimentConfig, validate_config
+import engine.config as engine_config
+from engine import ConfigError, ExperimentConfig, validate_config
 
 BROWSE_FOLDER = "Local folder…"
 BROWSE_FILE = "File…"
@@ -41,16 +42,23 @@ DATA_FILTER = "Data files (*.jsonl *.json *.csv *.tsv *.parquet);;All files (*)"
 # Kept in step with engine.data.loading.SUPPORTED_SUFFIXES (the engine re-checks at Start).
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 ALL_DEVICES = ("auto", "cpu", "cuda", "mps")
+ALGORITHMS: tuple[str, ...] = engine_config.ALGORITHMS
+# Task families that are not files (e.g. "sinusoid") and keys used only by some algorithms (the form
+# shows such a key only for those algorithms and resets it to its default for the others).
+SYNTHETIC_DATASETS: tuple[str, ...] = tuple(getattr(engine_config, "SYNTHETIC_DATASETS", ()))
+ALGORITHM_KEYS: dict[str, tuple[str, ...]] = dict(getattr(engine_config, "ALGORITHM_KEYS", {}))
 INT_LIMIT = 2_147_483_647
 
 # (group title, field names) in display order; fields the model gains later land in "Other".
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Base model", ("model", "max_length", "pooling", "adapt_layers", "train_layers", "trust_remote_code")),
+    ("Base model", ("model", "max_length", "pooling", "adapt_layers", "train_layers", "gradient_checkpointing",
+                    "trust_remote_code")),
     ("Tasks", ("dataset", "text_column", "label_column", "n_way", "k_shot", "q_query", "split_seed",
                "val_fraction", "test_fraction", "drop_small_labels")),
-    ("Algorithm", ("algorithm", "inner_lr", "inner_steps", "outer_lr", "meta_batch_size")),
-    ("Run", ("meta_iterations", "val_interval", "val_episodes", "plateau_threshold", "plateau_patience",
-             "seed", "device")),
+    ("Algorithm", ("algorithm", "first_order", "inner_lr", "inner_steps", "outer_lr", "meta_batch_size",
+                   "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")),
+    ("Run", ("meta_iterations", "val_interval", "val_episodes", "checkpoint_interval", "plateau_threshold",
+             "plateau_patience", "early_stopping_patience", "max_minutes", "seed", "device")),
 )
 LABELS = {
     "name": "Name", "model": "Base model", "max_length": "Max tokens", "pooling": "Pooling",
@@ -62,11 +70,18 @@ LABELS = {
     "meta_batch_size": "Meta-batch size", "meta_iterations": "Meta-iterations", "val_interval": "Validate every",
     "val_episodes": "Val episodes", "plateau_threshold": "Plateau threshold",
     "plateau_patience": "Plateau patience", "seed": "Seed", "device": "Device",
+    "gradient_checkpointing": "Gradient checkpointing", "first_order": "First-order", "lora_r": "LoRA rank",
+    "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout", "lora_target_modules": "LoRA modules",
+    "checkpoint_interval": "Checkpoint every", "early_stopping_patience": "Early-stop patience",
+    "max_minutes": "Time budget (min)",
 }
 FALLBACK_HELP = {
     "text_column": "Column of the data file holding the text.",
     "label_column": "Column of the data file holding the class label.",
-    "algorithm": "maml = second-order MAML, fomaml = first-order MAML, protonet = prototypical networks.",
+    "algorithm": "The meta-learning algorithm (maml = second-order MAML, fomaml = first-order MAML, "
+                 "protonet = prototypical networks, ...).",
+    "val_fraction": "Fraction of the labels held out for meta-validation.",
+    "test_fraction": "Fraction of the labels held out for meta-testing.",
     "seed": "Seed of the episode sampler and the model initialisation.",
     "device": "Where training runs; auto prefers CUDA, then Apple MPS, then the CPU.",
 }
@@ -103,7 +118,7 @@ def _looks_like_path(model: str) -> bool:
 def path_problem(name: str, value: str) -> str | None:
     """A live check of the ``dataset`` / ``model`` paths; the message, or None when fine."""
     value = value.strip()
-    if name == "dataset" and value != "demo":
+    if name == "dataset" and value != "demo" and value not in SYNTHETIC_DATASETS and not value.startswith("hf:"):
         if not value:
             return "Pick a data file or use 'demo'."
         p = Path(value).expanduser()
@@ -173,6 +188,7 @@ class ExperimentForm(QWidget):
         self._base: dict[str, Any] = (config or ExperimentConfig()).to_dict()
         self._devices = list(devices) if devices is not None else list(ALL_DEVICES)
         self._rows: dict[str, _FieldRow] = {}
+        self._layouts: dict[str, QFormLayout] = {}
         self._errors: dict[str, str] = {}
         self._external: dict[str, str] = {}
         self._valid = True
@@ -223,7 +239,7 @@ class ExperimentForm(QWidget):
         if name == "model":
             return self._path_combo(name, ["bundled", BROWSE_FOLDER])
         if name == "dataset":
-            return self._path_combo(name, ["demo", BROWSE_FILE])
+            return self._path_combo(name, ["demo", *SYNTHETIC_DATASETS, BROWSE_FILE])
         if name == "device":
             w = QComboBox()
             for dev in ALL_DEVICES:
@@ -261,7 +277,8 @@ class ExperimentForm(QWidget):
         w.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         w.addItems(items)
         w.lineEdit().setPlaceholderText(
-            "bundled, a model folder or a Hugging Face id" if name == "model" else "demo or a data file")
+            "bundled, a model folder or a Hugging Face id" if name == "model"
+            else "demo, a data file or hf:NAME[:CONFIG]")
         w.activated.connect(lambda _i, n=name: self._on_path_choice(n))
         w.editTextChanged.connect(self._on_edit)
         return w
@@ -276,6 +293,7 @@ class ExperimentForm(QWidget):
         label.setToolTip(tip)
         label.setBuddy(editor)
         self._rows[name] = row
+        self._layouts[name] = form
         form.addRow(label, row)
 
     def _on_path_choice(self, name: str) -> None:
@@ -337,6 +355,7 @@ class ExperimentForm(QWidget):
         finally:
             self._loading = False
         self._external.clear()
+        self._apply_algorithm_keys()
         self.revalidate()
 
     def config(self) -> ExperimentConfig:
@@ -353,9 +372,30 @@ class ExperimentForm(QWidget):
         return cfg
 
     # ---- validation ---------------------------------------------------------------------------
+    def _apply_algorithm_keys(self) -> None:
+        """Show algorithm-specific keys only for their algorithms; reset hidden ones to the default."""
+        algo = self._read("algorithm") if "algorithm" in self._rows else None
+        for key, users in ALGORITHM_KEYS.items():
+            if key not in self._rows:
+                continue
+            shown = algo in users
+            if not shown and self._read(key) != ExperimentConfig.model_fields[key].default:
+                loading, self._loading = self._loading, True
+                try:
+                    self._write(key, ExperimentConfig.model_fields[key].default)
+                finally:
+                    self._loading = loading
+            self._layouts[key].setRowVisible(self._rows[key], shown)
+
+    def is_shown(self, name: str) -> bool:
+        """False for an algorithm-specific field hidden because the chosen algorithm does not use it."""
+        algo = self._read("algorithm")
+        return name in self._rows and (name not in ALGORITHM_KEYS or algo in ALGORITHM_KEYS[name])
+
     def _on_edit(self, *_args: Any) -> None:
         if self._loading:
             return
+        self._apply_algorithm_keys()
         for name in ("model", "dataset"):
             text = self._read(name)
             if text not in (BROWSE_FOLDER, BROWSE_FILE):

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from gui.widgets.experiment_form import GROUPS, LABELS
 
-COLUMNS = ("ID", "Name", "Status", "Algorithm", "N-way/K-shot", "Iterations", "Best val acc", "Created")
+COLUMNS = ("ID", "Name", "Status", "Algorithm", "N-way/K-shot", "Iterations", "Best val", "Created")
 STATUS_COLORS = {
     "running": "#1565c0", "paused": "#ef6c00", "completed": "#2e7d32", "stopped": "#616161",
     "failed": "#c62828", "interrupted": "#8e24aa", "created": "#616161",
@@ -37,14 +37,20 @@ STATUS_COLORS = {
 _Index = QModelIndex | QPersistentModelIndex
 
 
-def local_time(iso: str | None) -> str:
-    """An ISO-8601 UTC time from the store as local ``YYYY-MM-DD HH:MM`` ("" if missing)."""
+def local_time(iso: str | None, short: bool = False) -> str:
+    """An ISO-8601 UTC time from the store as local ``YYYY-MM-DD HH:MM`` ("" if missing).
+
+    ``short`` drops the year when it is the current one (``MM-DD HH:MM``).
+    """
     if not iso:
         return ""
     try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+        t = datetime.fromisoformat(iso).astimezone()
     except ValueError:
         return iso
+    if short and t.year == datetime.now().year:
+        return t.strftime("%m-%d %H:%M")
+    return t.strftime("%Y-%m-%d %H:%M")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -95,8 +101,8 @@ class RunTableModel(QAbstractTableModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return (str(run["id"]), run.get("name") or "", run.get("status") or "", run.get("algorithm") or "",
-                    f"{run.get('n_way')}-way / {run.get('k_shot')}-shot", _iterations(run), _best(run),
-                    local_time(run.get("created_at")))[col]
+                    f"{run.get('n_way')}-way {run.get('k_shot')}-shot", _iterations(run), _best(run),
+                    local_time(run.get("created_at"), short=True))[col]
         if role == Qt.ItemDataRole.UserRole:
             return (run["id"], (run.get("name") or "").lower(), run.get("status") or "", run.get("algorithm") or "",
                     (run.get("n_way") or 0, run.get("k_shot") or 0), run.get("iterations") or 0,
@@ -110,7 +116,7 @@ class RunTableModel(QAbstractTableModel):
             return font
         if role == Qt.ItemDataRole.ToolTipRole:
             tip = [f"Run {run['id']}: {run.get('name') or ''}", f"model: {run.get('model')}",
-                   f"data set: {run.get('dataset')}"]
+                   f"data set: {run.get('dataset')}", f"created: {local_time(run.get('created_at'))}"]
             if run.get("stop_reason"):
                 tip.append(f"stop reason: {run['stop_reason']}")
             if run.get("error"):
@@ -172,10 +178,9 @@ class RunListView(QTableView):
         self.verticalHeader().hide()
         self.verticalHeader().setDefaultSectionSize(22)
         head = self.horizontalHeader()
-        head.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         head.setStretchLastSection(False)
-        for col, width in enumerate((40, 150, 80, 70, 110, 80, 85, 115)):
-            self.setColumnWidth(col, width)
+        head.setMinimumSectionSize(30)
+        head.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         head.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self._selected: int | None = None
         self.selectionModel().selectionChanged.connect(self._on_selection)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import Qt
 
-from engine import ALGORITHMS, ExperimentConfig
+from engine import ExperimentConfig
+from gui.widgets.experiment_form import ALGORITHM_KEYS, ALGORITHMS
 
 
 def _retype(qtbot, widget, text):
@@ -55,13 +57,30 @@ def test_every_invalid_field_is_reported(make_window, qtbot):
 
 def test_cross_field_rule_lands_on_the_field(make_window, qtbot):
     w = make_window()
-    algo = w.form.editor("algorithm")
-    algo.setCurrentIndex(algo.findData("protonet"))
-    w.form.editor("adapt_layers").setValue(1)
-    assert "adapt_layers" in w.form.error_text("adapt_layers")
+    _retype(qtbot, w.form.editor("val_fraction"), "0.5")
+    _retype(qtbot, w.form.editor("test_fraction"), "0.45")
+    assert "10%" in w.form.error_text("val_fraction")
+    assert "got {" not in w.form.error_text("val_fraction")
     assert not w.start_button.isEnabled()
-    w.form.editor("adapt_layers").setValue(0)
-    assert w.start_button.isEnabled()
+    _retype(qtbot, w.form.editor("test_fraction"), "0.2")
+    assert w.form.error_text("val_fraction") == "" and w.start_button.isEnabled()
+
+
+@pytest.mark.skipif(not ALGORITHM_KEYS, reason="the engine has no algorithm-specific keys")
+def test_algorithm_specific_fields_follow_the_algorithm(make_window, qtbot):
+    w = make_window()
+    algo = w.form.editor("algorithm")
+    w.form.editor("adapt_layers").setValue(2)
+    assert w.form.is_shown("adapt_layers") and w.form.valid
+    for name in ALGORITHMS:
+        algo.setCurrentIndex(algo.findData(name))
+        for key, users in ALGORITHM_KEYS.items():
+            assert w.form.is_shown(key) == (name in users)
+            assert w.form.editor(key).isVisibleTo(w.form) == (name in users)
+        assert w.form.valid, (name, w.form.errors())
+    # a hidden key went back to its default, so the config stays valid
+    algo.setCurrentIndex(algo.findData("maml"))
+    assert w.form.config().adapt_layers == 0
 
 
 def test_missing_dataset_file_and_model_folder(make_window, qtbot, tmp_path):
@@ -93,15 +112,17 @@ def test_browse_items_open_dialogs(make_window, monkeypatch, tmp_path):
     data_file.write_text("text,label\na,b\n")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(data_file), ""))
     combo = w.form.editor("dataset")
-    combo.setCurrentIndex(1)  # "File…"
-    combo.activated.emit(1)
+    i = combo.findText("File…")
+    combo.setCurrentIndex(i)
+    combo.activated.emit(i)
     assert w.form.values()["dataset"] == str(data_file)
     assert w.form.error_text("dataset") == ""
 
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: "")  # cancelled
     combo = w.form.editor("model")
-    combo.setCurrentIndex(1)  # "Local folder…"
-    combo.activated.emit(1)
+    i = combo.findText("Local folder…")
+    combo.setCurrentIndex(i)
+    combo.activated.emit(i)
     assert w.form.values()["model"] == "bundled"
 
 
