@@ -67,12 +67,12 @@ def run_once(cfg, cache_dir: Path) -> dict:
 
 
 def partial_encoder(base: dict, tmp: Path, iterations: int) -> dict:
-    """Seconds per outer iteration of MAML with train_layers=1, before and after the bottom-layer cache
-    and the vectorised head-only step (warm cache; the same episodes; set-up excluded)."""
+    """Seconds per outer iteration of MAML with train_layers=1 on the demo set, before and after the
+    bottom-layer cache and the vectorised head-only step (warm cache; the same episodes; set-up excluded)."""
     from engine import ExperimentConfig
 
-    cfg = ExperimentConfig(**{**base, "algorithm": "maml", "train_layers": 1, "meta_batch_size": 4,
-                              "meta_iterations": iterations, "val_episodes": 1})
+    cfg = ExperimentConfig(**{**base, "dataset": "demo", "algorithm": "maml", "train_layers": 1,
+                              "meta_batch_size": 4, "meta_iterations": iterations, "val_episodes": 1})
     cache = tmp / "cache-partial"
     out = {}
     for name, env in (("after", {}), ("before", {"METASTUDIO_HIDDEN_CACHE_MAX_GB": "0", "METASTUDIO_VECTORIZE": "0"})):
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                "features: pooled = cached embeddings; hidden = cached bottom-layer states, top layers per episode"])
     partial = partial_encoder(base, tmp, 2 if args.quick else 4)
     print_table(
-        "Partially trained encoder: MAML, train_layers=1 (head-only inner loop, 5 steps), meta-batch 4, same data",
+        "Partially trained encoder: MAML, train_layers=1 (head-only inner loop, 5 steps), meta-batch 4, demo data",
         ("path", "s / iteration", "speed-up"),
         [("before: whole encoder per episode, per-task loop", partial["before_s_per_it"], 1.0),
          ("after: cached bottom 5 layers, one top-layer pass per meta-batch", partial["after_s_per_it"],

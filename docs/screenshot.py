@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for them")
     args = parser.parse_args(argv)
 
+    from PySide6.QtCore import QEventLoop
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from gui.main_window import MainWindow
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = ExperimentConfig(name="demo 5-way 5-shot", meta_iterations=1000, val_interval=10,
+        config = ExperimentConfig(name="demo 5-way 5-shot", meta_iterations=3000, val_interval=10,
                                   val_episodes=20, meta_batch_size=4, inner_steps=3)
         window = MainWindow(db_path=Path(tmp) / "runs.db", config=config)
         window.show()
@@ -48,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"timed out after {args.timeout:.0f} s waiting for {args.points} points", file=sys.stderr)
                 window.shutdown()
                 return 1
-            app.processEvents()
+            # bounded: plain processEvents() keeps going while the worker keeps posting batches
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
             time.sleep(0.02)
-        print(f"{window.curves.point_count('outer_loss')} points, running={window.running}")
         for _ in range(10):  # let the last batch and the repaint land
-            app.processEvents()
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
             time.sleep(0.02)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         ok = window.grab().save(str(args.out))

@@ -138,7 +138,7 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 3)
         split.setStretchFactor(2, 5)
-        split.setSizes([600, 420, 580])
+        split.setSizes([640, 410, 630])
         split.setChildrenCollapsible(False)
         self.setCentralWidget(split)
         self.splitter = split
@@ -287,8 +287,6 @@ class MainWindow(QMainWindow):
             self.curves.clear(self._run_title(run), run_id)
             self.curves.append_records(self._live_records)
             return
-        if self.running and self._live_run_id is None:
-            return  # the live run is still preparing: keep its (empty) plot
         self._plot_live = False
         self.curves.clear(self._run_title(run), run_id)
         self.curves.show_metrics(self.store.get_metrics(run_id))
@@ -377,16 +375,11 @@ class MainWindow(QMainWindow):
             return
         self._live_run_id = run_id
         self.refresh_runs()
-        self.runs.select_run(run_id, emit=False)
-        try:
-            run = self.store.get_run(run_id)
-        except KeyError:
-            return
-        self.details.show_run(run)
-        self._shown_run = self.runs.run(run_id)
-        if self._plot_live:
-            self.curves.run_id = run_id
-            self.curves.set_title(self._run_title(run))
+        # Select the new run: its details, and the live curves (see _on_run_selected).
+        if self.runs.selected_run_id() == run_id:
+            self._on_run_selected(run_id)
+        else:
+            self.runs.select_run(run_id)
         self._update_buttons()
 
     @Slot(list)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from engine.config import validate_config
-from engine.errors import MetaStudioError, ModelLoadError
+from engine.errors import MetaStudioError, ModelLoadError, StoreError
 from engine.export.classifier import FewShotClassifier
 from engine.export.model_card import render_model_card
 from engine.models.device import resolve_device
@@ -71,7 +71,7 @@ def export_trainer(trainer, out_dir: str | Path, run: dict[str, Any], evaluation
 
     Raises:
         MetaStudioError: ``out_dir`` is a file, or non-empty without ``overwrite``.
-        OSError: the disk is full or the folder is not writable (nothing is left behind).
+        StoreError: the disk is full or the folder is not writable (nothing is left behind).
     """
     out = _check_target(Path(out_dir), overwrite)
     if trainer.config.dataset == "sinusoid":
@@ -101,6 +101,10 @@ def export_trainer(trainer, out_dir: str | Path, run: dict[str, Any], evaluation
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StoreError(f"cannot write the export to '{out}': {err.strerror or err}.", field="OUT_DIR",
+                         hint="Free disk space or pick a writable folder; nothing was left behind.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -242,17 +242,11 @@ class RunDetails(QTreeWidget):
         self.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.header().setStretchLastSection(True)
         self.run_id: int | None = None
+        self._top: QTreeWidgetItem | None = None
+        self._items: dict[str, QTreeWidgetItem] = {}
 
-    def show_run(self, run: dict[str, Any] | None) -> None:
-        """Fill the view from a :meth:`engine.RunStore.get_run` row (None clears it)."""
-        self.clear()
-        self.run_id = None if run is None else run["id"]
-        if run is None:
-            return
-        bold = QFont()
-        bold.setBold(True)
-        top = QTreeWidgetItem(self, ["Run", f"#{run['id']}"])
-        top.setFont(0, bold)
+    @staticmethod
+    def _run_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
         best = _best(run)
         if best and run.get("best_val_step") is not None:
             best += f" at iteration {run['best_val_step']}"
@@ -264,14 +258,42 @@ class RunDetails(QTreeWidget):
             ("data fingerprint", (run.get("data_fingerprint") or "")[:16]),
             ("warnings", "; ".join(run.get("warnings") or [])), ("process id", run.get("pid")),
         ]
-        for key, value in rows:
-            if value not in (None, ""):
-                item = QTreeWidgetItem(top, [key, str(value)])
-                item.setToolTip(1, str(value))
-                if key == "error":
-                    item.setForeground(1, QColor("#c62828"))
-                if key == "status":
-                    item.setForeground(1, QColor(STATUS_COLORS.get(str(value), "#000000")))
+        return [(k, str(v)) for k, v in rows if v not in (None, "")]
+
+    def _style(self, item: QTreeWidgetItem, key: str, value: str) -> None:
+        item.setToolTip(1, value)
+        if key == "error":
+            item.setForeground(1, QColor("#c62828"))
+        elif key == "status":
+            item.setForeground(1, QColor(STATUS_COLORS.get(value, "#000000")))
+
+    def show_run(self, run: dict[str, Any] | None) -> None:
+        """Fill the view from a :meth:`engine.RunStore.get_run` row (None clears it).
+
+        Showing the same run again updates the values in place (scroll position and folding kept).
+        """
+        if run is not None and run["id"] == self.run_id and self._top is not None:
+            rows = self._run_rows(run)
+            if [k for k, _ in rows] == list(self._items):
+                for key, value in rows:
+                    item = self._items[key]
+                    if item.text(1) != value:
+                        item.setText(1, value)
+                        self._style(item, key, value)
+                return
+        self.clear()
+        self._items = {}
+        self._top = None
+        self.run_id = None if run is None else run["id"]
+        if run is None:
+            return
+        bold = QFont()
+        bold.setBold(True)
+        top = self._top = QTreeWidgetItem(self, ["Run", f"#{run['id']}"])
+        top.setFont(0, bold)
+        for key, value in self._run_rows(run):
+            item = self._items[key] = QTreeWidgetItem(top, [key, value])
+            self._style(item, key, value)
         cfg = QTreeWidgetItem(self, ["Config", ""])
         cfg.setFont(0, bold)
         config = dict(run.get("config") or {})
@@ -282,3 +304,8 @@ class RunDetails(QTreeWidget):
             item.setToolTip(0, LABELS.get(key, key))
             item.setToolTip(1, str(value))
         self.expandAll()
+
+    def value(self, key: str) -> str | None:
+        """The shown value of a run row (``"status"``, ``"error"``, ...), None if not shown."""
+        item = self._items.get(key)
+        return None if item is None else item.text(1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import ExperimentConfig, RunStore, TrainingSession, load_checkpoint
-from engine.errors import MetaStudioError
+from engine.errors import MetaStudioError, StoreError
 from engine.export import classifier_from_trainer, export_run, restore_run
 
 SUPPORT = [
@@ -90,7 +90,7 @@ def test_export_refuses_non_empty_folder_and_leaves_nothing_on_crash(db_path, tm
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(folder, "render_model_card", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="No space left"):
         export_run(store, run_id, exports / "new")
     assert sorted(p.name for p in exports.iterdir()) == ["busy"]
     monkeypatch.undo()

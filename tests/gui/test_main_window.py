@@ -106,6 +106,7 @@ def test_failing_run_shows_the_error_and_the_app_stays_usable(make_window, qtbot
     assert w.runs.status_of(run["id"]) == "failed"
     assert w.runs.selected_run_id() == run["id"]
     assert w.curves.point_count("outer_loss") == 2  # the two good iterations
+    assert "boom in outer step 3" in w.details.value("error")
     assert w.start_button.isEnabled() and w.form.isEnabled()
     w.error_box.close()
 
@@ -162,6 +163,34 @@ def test_close_during_a_run_asks_then_stops_cleanly(make_window, qtbot, db_path,
         store.close()
 
 
+def test_browsing_other_runs_during_a_live_run(make_window, qtbot, db_path, fake_session):
+    store = RunStore(db_path)
+    old = store.create_run(ExperimentConfig().to_dict(), "older")
+    store.add_metrics([(old, s, "outer_loss", 1.0, 0.0) for s in range(1, 8)])
+    store.update_run(old, status="completed", iterations=7)
+    store.close()
+    fake_session.delay = 0.005
+    w = make_window(config=ExperimentConfig(meta_iterations=100_000))
+    _click(qtbot, w.start_button)
+    qtbot.waitUntil(lambda: w.live_run_id is not None and w.progress.value() > 5, timeout=30_000)
+    live = w.live_run_id
+    assert w.runs.selected_run_id() == live and w.curves.run_id == live
+
+    assert w.runs.select_run(old)
+    assert w.curves.run_id == old and w.curves.point_count("outer_loss") == 7
+    assert w.details.value("name") == "older"
+    qtbot.wait(200)  # live records keep arriving without touching the shown run
+    assert w.curves.point_count("outer_loss") == 7
+
+    assert w.runs.select_run(live)
+    shown = w.curves.point_count("outer_loss")
+    assert shown >= 5 and w.curves.run_id == live
+    qtbot.waitUntil(lambda: w.curves.point_count("outer_loss") > shown, timeout=10_000)
+    _click(qtbot, w.stop_button)
+    qtbot.waitUntil(lambda: not w.running, timeout=20_000)
+    assert w.runs.selected_run_id() == live
+
+
 def test_quitting_the_application_stops_the_run(make_window, qtbot, db_path, fake_session):
     """What ``QApplication.aboutToQuit`` does: stop the run and wait for its thread (no dangling thread)."""
     fake_session.delay = 0.01
@@ -197,6 +226,7 @@ def test_runs_from_another_process_appear(make_window, qtbot, db_path):
         assert row[1] == "from the cli" and row[5] == "5 / 10" and row[6] == "50.0%"
         other.update_run(rid, status="completed")
         qtbot.waitUntil(lambda: w.runs.status_of(rid) == "completed", timeout=5_000)
+        assert w.details.value("status") == "completed" and w.details.value("iterations") == "5 / 10"
     finally:
         other.close()
     # "Use this config" copies the stored config into the form

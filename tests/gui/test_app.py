@@ -1,0 +1,56 @@
+"""Starting the application: ``gui.app.main`` and ``python -m gui``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from engine import ExperimentConfig, RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_main_marks_stale_runs_and_shows_the_window(db_path, qapp):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store = RunStore(db_path)
+    rid = store.create_run(ExperimentConfig().to_dict(), "left running")
+    store.update_run(rid, status="running", pid=gone.pid)
+    store.close()
+
+    seen = {}
+
+    def look():
+        from gui.main_window import MainWindow
+
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        if not windows or not hasattr(windows[0], "startup_s"):
+            QTimer.singleShot(20, look)
+            return
+        w = windows[0]
+        seen.update(status=w.runs.status_of(rid), title=w.windowTitle(), startup_s=w.startup_s)
+        w.close()
+
+    QTimer.singleShot(0, look)
+    from gui.app import main
+
+    assert main([sys.argv[0]], db_path=db_path) == 0
+    assert seen["status"] == "interrupted"
+    assert str(db_path) in seen["title"]
+    assert seen["startup_s"] > 0
+    store = RunStore(db_path)
+    try:
+        assert store.get_run(rid)["status"] == "interrupted"
+    finally:
+        store.close()
+
+
+def test_python_m_gui_parses_db_option():
+    out = subprocess.run([sys.executable, "-m", "gui", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--db PATH" in out.stdout
