@@ -40,10 +40,23 @@ from engine import (
     validate_config,
 )
 from engine.models.device import available_devices
+from engine.training.session import RESUMABLE_STATUSES
 from gui.widgets.curves import CurvesWidget
 from gui.widgets.experiment_form import ExperimentForm
 from gui.widgets.run_list import RunDetails, RunListView, format_duration
 from gui.worker import TrainingWorker
+
+
+def stored_records(metrics: dict[str, list[tuple[int, float, float]]], total: int,
+                   before_step: int) -> list[StepRecord]:
+    """Stored metric rows (``RunStore.get_metrics``) as step records, for steps below ``before_step``."""
+    by_step: dict[int, StepRecord] = {}
+    for name, rows in metrics.items():
+        for step, value, time_s in rows:
+            if step < before_step:
+                rec = by_step.setdefault(step, StepRecord(step, total, time_s or 0.0, {}))
+                rec.metrics[name] = value
+    return [by_step[s] for s in sorted(by_step)]
 
 ACTIVE = ("running", "paused")
 
@@ -101,7 +114,17 @@ class MainWindow(QMainWindow):
         self.use_config_button.clicked.connect(self._use_selected_config)
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(_panel("Runs", self.runs))
-        left.addWidget(_panel("Selected run", self.details, self.use_config_button))
+        self.resume_button = QPushButton("Resume run")
+        self.resume_button.setToolTip("Continue the selected interrupted, stopped or failed run from its last\n"
+                                      "checkpoint (same run id; the curve goes on without a gap).")
+        self.resume_button.setEnabled(False)
+        self.resume_button.clicked.connect(self.resume_selected_run)
+        run_buttons = QWidget()
+        row = QHBoxLayout(run_buttons)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.use_config_button)
+        row.addWidget(self.resume_button)
+        left.addWidget(_panel("Selected run", self.details, run_buttons))
         left.setStretchFactor(0, 3)
         left.setStretchFactor(1, 2)
 
@@ -233,6 +256,8 @@ class MainWindow(QMainWindow):
         self.stop_button.setEnabled(running and not stopping)
         self.form.setEnabled(not running)
         self.use_config_button.setEnabled(not running and self.details.run_id is not None)
+        shown = self._shown_run_status()
+        self.resume_button.setEnabled(not running and shown in RESUMABLE_STATUSES and shown != "created")
         self.load_config_action.setEnabled(not running)
         paused = running and self._control is not None and self._control.paused
         self.pause_button.setText("Resume" if paused else "Pause")
@@ -303,6 +328,28 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot use this config", str(err))
 
     # ---- running ---------------------------------------------------------------------------------
+    def _shown_run_status(self) -> str | None:
+        rid = self.details.run_id
+        if rid is None:
+            return None
+        try:
+            return self.store.get_run(rid)["status"]
+        except KeyError:
+            return None
+
+    @Slot()
+    def resume_selected_run(self) -> bool:
+        """Continue the selected interrupted/stopped/failed run in a worker thread (one run at a time)."""
+        rid = self.details.run_id
+        if self.running or rid is None:
+            return False
+        try:
+            config = validate_config(self.store.get_run(rid)["config"])
+        except (MetaStudioError, KeyError) as err:
+            self.show_error("Cannot resume this run", str(err))
+            return False
+        return self._launch(config, resume_run_id=rid)
+
     @Slot()
     def start_run(self) -> bool:
         """Start the form's experiment in a worker thread; False if invalid or already running."""
@@ -314,6 +361,9 @@ class MainWindow(QMainWindow):
             self.form.set_external_error(err.field, err.message)
             self._set_status(f"Not started: {err}")
             return False
+        return self._launch(config)
+
+    def _launch(self, config: ExperimentConfig, resume_run_id: int | None = None) -> bool:
         self._live_config = config
         self._live_run_id = None
         self._live_records = []
@@ -322,7 +372,7 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)  # busy until the first record
         self.progress.setFormat("preparing…")
         self._control = RunControl()
-        self._worker = TrainingWorker(config, self.db_path, self._control)
+        self._worker = TrainingWorker(config, self.db_path, self._control, resume_run_id=resume_run_id)
         self._thread = QThread(self)
         self._thread.setObjectName("metastudio-training")
         self._worker.moveToThread(self._thread)
@@ -336,7 +386,8 @@ class MainWindow(QMainWindow):
         self._worker.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
         self._thread.started.connect(self._worker.run)
         self._thread.finished.connect(self._on_thread_finished)
-        self._set_status(f"Starting {config.display_name}…")
+        self._set_status(f"Resuming run {resume_run_id}…" if resume_run_id is not None
+                         else f"Starting {config.display_name}…")
         self._thread.start()
         self._update_buttons()
         return True
@@ -386,6 +437,12 @@ class MainWindow(QMainWindow):
     def _on_records(self, records: list[StepRecord]) -> None:
         if not records:
             return
+        if not self._live_records and records[0].step > 1 and self._live_run_id is not None:
+            # a resumed run: draw the stored curve up to its checkpoint, then the new points
+            self._live_records = stored_records(self.store.get_metrics(self._live_run_id), records[0].total,
+                                                before_step=records[0].step)
+            if self._plot_live:
+                self.curves.append_records(self._live_records)
         self._live_records.extend(records)
         last = records[-1]
         self.progress.setRange(0, last.total)

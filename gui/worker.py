@@ -29,6 +29,8 @@ class TrainingWorker(QObject):
         db_path: the run database the session writes to (its own connection, in the worker thread).
         control: the stop/pause flags the window shares with the training loop.
         emit_interval_s: the shortest time between two ``records`` signals.
+        resume_run_id: continue this stored run (same id) from its last checkpoint instead of
+            starting ``config`` anew (see :meth:`~engine.TrainingSession.resume`).
 
     Signals:
         status(str): set-up and progress text (``"loading the base model 'bundled'"``, ...).
@@ -50,9 +52,10 @@ class TrainingWorker(QObject):
     finished = Signal(str, str, str)
 
     def __init__(self, config: ExperimentConfig, db_path: str | Path | None, control: RunControl,
-                 emit_interval_s: float = 0.05) -> None:
+                 emit_interval_s: float = 0.05, resume_run_id: int | None = None) -> None:
         super().__init__()
         self.config = config
+        self.resume_run_id = resume_run_id
         self.db_path = db_path
         self.control = control
         self.emit_interval_s = emit_interval_s
@@ -95,7 +98,10 @@ class TrainingWorker(QObject):
         flusher = threading.Thread(target=self._flusher, args=(done,), name="metastudio-records", daemon=True)
         flusher.start()
         try:
-            session = TrainingSession(self.config, self.db_path, self.control, on_status=on_status)
+            if self.resume_run_id is not None:  # continue a stored run from its last checkpoint
+                session = TrainingSession.resume(self.resume_run_id, self.db_path, self.control, on_status=on_status)
+            else:
+                session = TrainingSession(self.config, self.db_path, self.control, on_status=on_status)
             for rec in session.run():
                 self._check_started(session)
                 with self._lock:

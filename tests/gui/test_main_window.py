@@ -232,3 +232,31 @@ def test_runs_from_another_process_appear(make_window, qtbot, db_path):
     # "Use this config" copies the stored config into the form
     _click(qtbot, w.use_config_button)
     assert w.form.config().meta_iterations == 10
+
+
+def test_resume_button_continues_a_stopped_run(make_window, qtbot, db_path):
+    """A run stopped at iteration 15 (checkpoint every 10) resumes from the window to 30, same id."""
+    from engine import ExperimentConfig, RunControl, RunStore, TrainingSession
+
+    control = RunControl()
+    cfg = ExperimentConfig(algorithm="protonet", meta_iterations=30, val_interval=10, val_episodes=5,
+                           checkpoint_interval=10, device="cpu")
+    session = TrainingSession(cfg, db_path, control)
+    for rec in session.run():
+        if rec.step == 15:
+            control.request_stop()
+    assert session.status == "stopped"
+    window = make_window()
+    window.refresh_runs()
+    assert window.runs.select_run(session.run_id)
+    qtbot.waitUntil(lambda: window.resume_button.isEnabled(), timeout=5000)
+    assert not window.use_config_button.isHidden()
+    qtbot.mouseClick(window.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.running, timeout=120_000)
+    store = RunStore(db_path)
+    run = store.get_run(session.run_id)
+    assert run["status"] == "completed" and run["iterations"] == 30
+    steps = [s for s, _v, _t in store.get_metrics(session.run_id, ["outer_loss"])["outer_loss"]]
+    assert steps == list(range(1, 31))
+    assert [r.step for r in window._live_records] == list(range(1, 31))  # stored part + resumed part
+    assert not window.resume_button.isEnabled()  # completed runs cannot be resumed
