@@ -1,4 +1,7 @@
-"""The main window: run list and details (left), experiment form (centre), live curves (right).
+"""The main window: run list and details (left), experiment form (centre), live curves / playground (right).
+
+Export (a completed or stopped run to a folder) and the playground's load/adapt/predict calls run in
+their own :class:`~gui.jobs.JobThread` threads, which open their own database connections.
 
 Threading: the window owns one :class:`~engine.RunStore` connection, used only in the GUI thread
 (run list, details, stored curves; refreshed every ``refresh_ms`` so runs started from the CLI in
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PySide6.QtCore import Qt, QThread, QTimer, Slot
+from PySide6.QtCore import Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -24,6 +27,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -41,8 +45,10 @@ from engine import (
 )
 from engine.models.device import available_devices
 from engine.training.session import RESUMABLE_STATUSES
+from gui.jobs import JobThread
 from gui.widgets.curves import CurvesWidget
 from gui.widgets.experiment_form import ExperimentForm
+from gui.widgets.playground import PlaygroundWidget
 from gui.widgets.run_list import RunDetails, RunListView, format_duration
 from gui.worker import TrainingWorker
 
@@ -82,6 +88,8 @@ class MainWindow(QMainWindow):
         config: the experiment the form starts with (the defaults if None).
         refresh_ms: how often the run list is re-read from the database.
     """
+
+    _exportStatus = Signal(str)  # emitted from the export thread, queued to the status bar
 
     def __init__(self, db_path: str | Path | None = None, config: ExperimentConfig | None = None,
                  refresh_ms: int = 2000) -> None:
@@ -124,6 +132,12 @@ class MainWindow(QMainWindow):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.use_config_button)
         row.addWidget(self.resume_button)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Save the selected completed or stopped run as a Hugging Face style folder\n"
+                                      "(model.safetensors, config, tokenizer, metastudio.json, README).")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(lambda: self.export_selected_run())  # not clicked(bool) as out_dir
+        row.addWidget(self.export_button)
         left.addWidget(_panel("Selected run", self.details, run_buttons))
         left.setStretchFactor(0, 3)
         left.setStretchFactor(1, 2)
@@ -152,7 +166,15 @@ class MainWindow(QMainWindow):
 
         # ---- right: curves -------------------------------------------------------------------------
         self.curves = CurvesWidget()
-        right = _panel("Curves", self.curves)
+        self.playground = PlaygroundWidget(self.db_path)
+        self.playground.statusMessage.connect(self._set_status)
+        self.right_tabs = QTabWidget()
+        self.right_tabs.addTab(_panel("Curves", self.curves), "Curves")
+        self.right_tabs.addTab(self.playground, "Playground")
+        right = self.right_tabs
+        self._export_jobs = JobThread("metastudio-export", self)
+        self._exporting = False
+        self._exportStatus.connect(self._on_export_status)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
@@ -258,6 +280,8 @@ class MainWindow(QMainWindow):
         self.use_config_button.setEnabled(not running and self.details.run_id is not None)
         shown = self._shown_run_status()
         self.resume_button.setEnabled(not running and shown in RESUMABLE_STATUSES and shown != "created")
+        self.export_button.setEnabled(not self._exporting and self._shown_run_exportable())
+        self.playground.set_run(self.details.run_id)
         self.load_config_action.setEnabled(not running)
         paused = running and self._control is not None and self._control.paused
         self.pause_button.setText("Resume" if paused else "Pause")
@@ -336,6 +360,73 @@ class MainWindow(QMainWindow):
             return self.store.get_run(rid)["status"]
         except KeyError:
             return None
+
+    def _shown_run_exportable(self) -> bool:
+        """The selected run is completed or stopped and trained on text (not sinusoid regression)."""
+        rid = self.details.run_id
+        if rid is None:
+            return False
+        try:
+            run = self.store.get_run(rid)
+        except KeyError:
+            return False
+        return run["status"] in ("completed", "stopped") and run["config"].get("dataset") != "sinusoid"
+
+    @Slot(str)
+    def _on_export_status(self, text: str) -> None:
+        if self._exporting:
+            self._set_status(f"Exporting: {text}")
+
+    def export_selected_run(self, out_dir: str | Path | None = None) -> bool:
+        """Export the selected run to a folder (asked for if None) in a worker thread.
+
+        A non-empty folder is overwritten only after a Yes to the confirmation question. The result
+        shows in the status bar; a :class:`~engine.MetaStudioError` in an error box. False if not started.
+        """
+        rid = self.details.run_id
+        if rid is None or self._exporting or not self._shown_run_exportable():
+            return False
+        if out_dir is None:
+            out_dir = QFileDialog.getExistingDirectory(self, f"Export run {rid} to a folder")
+            if not out_dir:
+                return False
+        target = Path(out_dir)
+        overwrite = False
+        if target.is_dir() and any(target.iterdir()):
+            answer = QMessageBox.question(
+                self, "Overwrite the folder?",
+                f"{target} is not empty.\n\nExport run {rid} into it anyway (its export files are replaced)?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+            overwrite = True
+        db_path = self.db_path
+
+        def job() -> Path:
+            from engine.export import export_run
+
+            store = RunStore(db_path)  # the export thread's own connection
+            try:
+                return export_run(store, rid, target, overwrite=overwrite, status=self._exportStatus.emit)
+            finally:
+                store.close()
+
+        def done(path: Path) -> None:
+            self._exporting = False
+            self._set_status(f"Exported run {rid} to {path}.")
+            self._update_buttons()
+
+        def failed(error: str, details: str) -> None:
+            self._exporting = False
+            self._set_status(f"Export of run {rid} failed: {error}")
+            self.show_error(f"Cannot export run {rid}", error, details)
+            self._update_buttons()
+
+        self._exporting = True
+        self._set_status(f"Exporting run {rid} to {target} (re-preparing its data and model)…")
+        self._export_jobs.submit(job, done, failed)
+        self._update_buttons()
+        return True
 
     @Slot()
     def resume_selected_run(self) -> bool:
@@ -554,5 +645,7 @@ class MainWindow(QMainWindow):
             self.error_box.close()
         if not self._closed:
             self._closed = True
+            self.playground.shutdown()
+            self._export_jobs.stop()
             self.store.close()
         event.accept()
