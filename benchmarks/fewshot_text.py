@@ -27,7 +27,9 @@ Run:  python benchmarks/fewshot_text.py [--quick] [--json] [--iterations N] [--e
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import torch
 from _common import ROOT, emit_json, machine, parser, print_table
@@ -53,14 +55,23 @@ def config(dataset: str, k: int, algorithm: str, iterations: int, **over) -> Exp
     return ExperimentConfig(**{**base, **over})
 
 
+def log(msg: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
 def run_one(cfg: ExperimentConfig, episodes: int, methods: list[str]) -> tuple[dict, float, int, MetaTrainer]:
+    """Prepare, meta-train (when ``meta`` is evaluated) and meta-test one configuration."""
     t0 = time.perf_counter()
-    trainer = MetaTrainer(cfg)
+    trainer = MetaTrainer(cfg, status=lambda m: log(f"  {m}") if "encoding" not in m else None)
     trainer.prepare()
+    t1 = time.perf_counter()
     records = list(trainer.run()) if "meta" in methods else []
-    train_s = time.perf_counter() - t0
+    t2 = time.perf_counter()
     res = evaluate_trainer(trainer, episodes=episodes, seed=0, methods=methods)
-    return res, train_s, (records[-1].step if records else 0), trainer
+    log(f"{cfg.algorithm} {Path(cfg.dataset).parent.name} {cfg.n_way}w{cfg.k_shot}s: set-up {t1 - t0:.1f} s, "
+        f"training {t2 - t1:.1f} s, meta-test {time.perf_counter() - t2:.1f} s")
+    return res, t2 - t0, (records[-1].step if records else 0), trainer
 
 
 def pct(m: dict) -> str:
