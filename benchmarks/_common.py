@@ -13,6 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
+# What engine/_env.py sets for the app, before any benchmark imports torch (import this module first).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -50,8 +50,8 @@ def config(dataset: str, k: int, algorithm: str, iterations: int, **over) -> Exp
                 val_interval=max(iterations // 4, 1), val_episodes=50, split_seed=0, seed=0, device="cpu")
     if algorithm == "reptile":
         base["outer_lr"] = 0.1
-    if algorithm == "lora_maml":
-        base.update(first_order=True, lora_r=4, meta_batch_size=2)
+    if algorithm == "lora_maml":  # the encoder runs in the inner loop: a CPU-sized budget
+        base.update(first_order=True, lora_r=4, meta_batch_size=2, val_episodes=10, val_interval=iterations)
     return ExperimentConfig(**{**base, **over})
 
 

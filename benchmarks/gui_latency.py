@@ -112,16 +112,17 @@ def stall_during_fast_run(app, window, config, seconds: float) -> dict:
     update_s: list[float] = []
     original = window.curves.append_records
 
-    def timed_append(records):
+    def timed_append(records):  # the window's handler of each ``records`` signal (GUI thread)
         t = time.perf_counter()
         original(records)
         update_s.append(time.perf_counter() - t)
+        batches.append(len(records))
 
     window.curves.append_records = timed_append
     window.start_run()
     wait_until(app, lambda: window.curves.point_count("outer_loss") >= 1, 300)  # set-up done, records flowing
-    window._worker.records.connect(lambda recs: batches.append(len(recs)))
     first_step = window._live_records[-1].step
+    update_s.clear()
     loop = QEventLoop()
     timer.start()
     t0 = time.perf_counter()

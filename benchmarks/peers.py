@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 
+import _common  # noqa: F401  (first: process settings before torch loads)
 import torch
 import torch.nn.functional as F
 from _common import emit_json, machine, parser, print_table

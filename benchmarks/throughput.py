@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (first: process settings before torch loads)
 from _common import ROOT, emit_json, machine, parser, print_table
 
 CLINC = ROOT.parent / "shared" / "data" / "clinc150" / "data.jsonl"

@@ -3,6 +3,7 @@
 Nothing here imports Qt; the CLI and the window both use this public API.
 """
 
+from engine import _env  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 from engine.config import ALGORITHMS, ExperimentConfig, apply_overrides, load_config, validate_config
 from engine.errors import (
     ConfigError,

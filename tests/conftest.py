@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
 
 import pytest
+
+# As engine/_env.py does for the app: test modules import torch before engine, so set it here first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -18,8 +22,6 @@ BANKING = SHARED_DATA / "banking77" / "data.jsonl"
 @pytest.fixture(scope="session", autouse=True)
 def embedding_cache_dir(tmp_path_factory) -> Path:
     """Every test run writes the on-disk embedding cache to a temp folder, never the user's cache."""
-    import os
-
     folder = tmp_path_factory.mktemp("embedding_cache")
     previous = os.environ.get("METASTUDIO_CACHE")
     os.environ["METASTUDIO_CACHE"] = str(folder)

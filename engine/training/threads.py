@@ -3,10 +3,11 @@
 When no encoder runs inside the loop (cached embeddings, sinusoid regression), every tensor of a
 meta-iteration is small — a few hundred rows — and PyTorch's intra-op thread pool costs more than it
 gives: each parallel region waits for every pool thread, and on a busy machine (the window's own
-thread, other programs) one descheduled thread stalls the step for a scheduler time slice. Measured
-on 2 cores under load, one thread ran the ANIL step about 10x faster than two (see the README's
-Performance section); unloaded the two are within noise. So such loops run on one intra-op thread,
-which also leaves the other cores to the window. Loops that run encoder layers keep every thread.
+thread, other programs) one descheduled thread stalls the step for a scheduler time slice. With
+spinning OpenMP threads (libgomp's default) the ANIL step on a busy 2-core machine took 688 ms with two
+threads and 12 ms with one; with ``OMP_WAIT_POLICY=PASSIVE`` (set by ``engine/_env.py``) 13 ms with two.
+So such loops run on one intra-op thread, which also leaves the other cores to the window. Loops that
+run encoder layers keep every thread.
 
 ``$METASTUDIO_LOOP_THREADS`` overrides the choice (a count; ``0`` = leave PyTorch's setting alone).
 """
