@@ -304,9 +304,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
-    from gui.app import main as gui_main
+    # The window lives in the separate gui package; the engine itself never imports Qt, so the
+    # launcher looks it up by name only when asked to open the window.
+    import importlib
 
-    return gui_main(db_path=args.db)
+    return importlib.import_module("gui.app").main(db_path=args.db)
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "runs": cmd_runs, "show": cmd_show, "gui": cmd_gui,

@@ -35,7 +35,7 @@ def test_every_algorithm_trains_on_the_demo_set(tmp_path, capsys, algorithm):
     assert res["status"] == "completed" and res["iterations"] == 3 and res["stop_reason"] == "max_iterations"
     final = res["final"]
     assert math.isfinite(final["outer_loss"]) and final["outer_loss"] > 0
-    assert 1 / 3 <= final["val_accuracy"] <= 1.0  # the bundled encoder separates demo intents well above chance
+    assert final["val_accuracy"] >= 1 / 3 and final["val_accuracy"] <= 1.0  # the bundled encoder separates demo intents well above chance
     if algorithm != "protonet":
         assert final["inner_loss_post"] < final["inner_loss_pre"]
     row = RunStore(db).get_run(res["run_id"])
