@@ -74,6 +74,17 @@ def score(trainer: MetaTrainer, tasks: list[Task]) -> dict[int, dict]:
     return out
 
 
+def finite(value):
+    """Non-finite floats as the strings "inf" / "-inf" / "nan" (strict JSON)."""
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    return value
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--full", action="store_true", help="the paper's 70,000 meta-iterations")
@@ -110,7 +121,7 @@ def main() -> None:
                 rows, notes=["meta-batch 25, inner lr 0.01 (1 training step; reptile (5 steps): 5), outer Adam "
                              "1e-3 (reptile: ε = 1)", f"machine: {machine()}"])
     if args.json:
-        emit_json({"benchmark": "sinusoid", "test_tasks": n_test, "query_points": TEST_QUERY, "results": results,
+        emit_json({"benchmark": "sinusoid", "test_tasks": n_test, "query_points": TEST_QUERY, "results": finite(results),
                    "paper": {k: dict(zip(("1", "5", "10"), v, strict=True)) for k, v in PAPER.items()},
                    "machine": machine()})
 

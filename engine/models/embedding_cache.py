@@ -114,12 +114,14 @@ def namespace_key(fingerprint: str, weights: str, max_length: int, pooling: str,
 
 @dataclass
 class CacheStats:
-    """What one lookup-and-fill found: ``hits`` and ``misses`` count unique texts; bytes are on disk."""
+    """What one lookup-and-fill found: ``hits`` and ``misses`` count unique texts; bytes are on disk;
+    ``encode_s`` is the wall time spent in the encoder's forward passes for the misses (seconds)."""
 
     hits: int = 0
     misses: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
+    encode_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -140,7 +141,9 @@ class FeatureSource:
         chunk = max(batch_size * 8, 1024)
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
+            t0 = time.perf_counter()
             out = enc.encode([uniq[i] for i in part], dev, batch_size=batch_size)
+            self.stats.encode_s += time.perf_counter() - t0
             emb[torch.tensor(part, device=dev)] = out
             if self.cache is not None:  # each chunk lands on disk at once: an interrupted run keeps it
                 self.cache.store(ns, [keys[i] for i in part], out, self.stats, info)
@@ -191,7 +194,9 @@ class FeatureSource:
         chunk = max(batch_size * 8, 1024)
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
+            t0 = time.perf_counter()
             out, _kind = encode_hidden(enc, [uniq[i] for i in part], dev, n_bottom, batch_size=batch_size)
+            self.stats.encode_s += time.perf_counter() - t0
             for i, r in zip(part, out, strict=True):
                 states[i] = r
             if self.cache is not None:
