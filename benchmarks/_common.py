@@ -59,9 +59,19 @@ def _fmt(value) -> str:
 
 
 def emit_json(obj: dict) -> None:
-    """The JSON object on one line (the last line of stdout)."""
-    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+    """The JSON object on one line (the last line of stdout); NaN and infinities become null."""
+    sys.stdout.write(json.dumps(_finite(obj), default=_json_default, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value):

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.errors import ConfigError
+
 FORMAT_VERSION = 1
 KEY_BYTES = 16
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -57,15 +59,31 @@ def default_cache_dir() -> Path | None:
     return user_cache_path("MetaStudio", appauthor=False) / "embeddings"
 
 
+def env_gib(name: str, default: float) -> float:
+    """A size in GiB from the environment variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        ConfigError: the value is not a number >= 0 (field = the variable's name).
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{raw!r} is not a size in GB.", field=name, hint="Use a number such as 2 or 0.5 (0 = off).")
+    return value
+
+
 def default_max_bytes() -> int:
-    """The size bound in bytes: ``$METASTUDIO_CACHE_MAX_GB`` (a float, GiB) or 2 GiB."""
-    env = os.environ.get(ENV_MAX_GB)
-    if env:
-        try:
-            return max(0, int(float(env) * 1024**3))
-        except ValueError:
-            pass
-    return DEFAULT_MAX_BYTES
+    """The size bound in bytes: ``$METASTUDIO_CACHE_MAX_GB`` (GiB, see :func:`env_gib`) or 2 GiB.
+
+    Raises:
+        ConfigError: the variable holds no valid size.
+    """
+    return int(env_gib(ENV_MAX_GB, DEFAULT_MAX_BYTES / 1024**3) * 1024**3)
 
 
 def text_keys(texts: Iterable[str]) -> list[bytes]:

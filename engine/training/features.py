@@ -16,7 +16,6 @@ Three modes (:attr:`FeatureSource.mode`):
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable
 
@@ -26,7 +25,14 @@ import torch.nn.functional as F
 
 from engine.algorithms.base import Inputs
 from engine.models.backbone import TextEncoder
-from engine.models.embedding_cache import CacheStats, EmbeddingCache, namespace_key, text_keys, weight_digest
+from engine.models.embedding_cache import (
+    CacheStats,
+    EmbeddingCache,
+    env_gib,
+    namespace_key,
+    text_keys,
+    weight_digest,
+)
 from engine.models.partial_forward import (
     BOTTOM_HIDDEN,
     BOTTOM_LAYERS,
@@ -164,7 +170,7 @@ class FeatureSource:
         uniq, inverse = self._unique(rows)
         lengths = [len(ids) for ids in enc.tokenizer(uniq, truncation=True, max_length=enc.max_length)["input_ids"]]
         need = sum(lengths) * enc.info.hidden_size * 4
-        limit = float(os.environ.get(ENV_HIDDEN_MAX_GB, "4") or 4) * 1024**3
+        limit = env_gib(ENV_HIDDEN_MAX_GB, 4.0) * 1024**3
         if need > limit:
             self.notes.append(f"bottom-layer cache off: {need / 1024**3:.1f} GB of hidden states exceed "
                               f"{ENV_HIDDEN_MAX_GB}={limit / 1024**3:g}; the whole encoder runs per episode.")

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 
 import torch
 
+from engine.errors import ConfigError
+
 ENV = "METASTUDIO_LOOP_THREADS"
 
 
@@ -27,12 +29,14 @@ def loop_thread_count(device: torch.device, encoder_in_loop: bool) -> int | None
     """Intra-op threads for a training loop on ``device``; None = leave the current setting.
 
     Raises:
-        ValueError: ``$METASTUDIO_LOOP_THREADS`` is not an integer.
+        ConfigError: ``$METASTUDIO_LOOP_THREADS`` is not a whole number.
     """
     env = os.environ.get(ENV, "").strip()
     if env:
-        n = int(env)
-        return n if n > 0 else None
+        if not env.isdigit():
+            raise ConfigError(f"{env!r} is not a thread count.", field=ENV,
+                              hint="Use a whole number (0 = leave PyTorch's setting alone).")
+        return int(env) or None
     if device.type != "cpu" or encoder_in_loop:
         return None
     return 1

@@ -190,3 +190,23 @@ def test_trainer_records_what_the_cache_reused(clinc_subset, db_path):
     row = RunStore(db_path).get_run(second.run_id)
     assert f"embedding cache: reused {n:,} of {n:,} texts, encoded 0" in row["warnings"]
     assert np.isfinite(second.final_metrics["outer_loss"])
+
+
+def test_bad_size_and_thread_settings_name_the_variable(monkeypatch):
+    from engine.errors import ConfigError
+    from engine.models.embedding_cache import default_max_bytes
+    from engine.training.threads import loop_thread_count
+
+    monkeypatch.setenv("METASTUDIO_CACHE_MAX_GB", "0.5")
+    assert default_max_bytes() == 512 * 1024**2
+    monkeypatch.setenv("METASTUDIO_CACHE_MAX_GB", "lots")
+    with pytest.raises(ConfigError) as err:
+        default_max_bytes()
+    assert err.value.field == "METASTUDIO_CACHE_MAX_GB" and err.value.hint
+    cpu = torch.device("cpu")
+    assert loop_thread_count(cpu, encoder_in_loop=False) == 1
+    assert loop_thread_count(cpu, encoder_in_loop=True) is None
+    monkeypatch.setenv("METASTUDIO_LOOP_THREADS", "two")
+    with pytest.raises(ConfigError) as err:
+        loop_thread_count(cpu, encoder_in_loop=False)
+    assert err.value.field == "METASTUDIO_LOOP_THREADS"
