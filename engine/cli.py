@@ -1,4 +1,5 @@
-"""The ``metastudio`` command line: ``gui`` (default), ``train``, ``resume``, ``runs``, ``show``, ``eval``.
+"""The ``metastudio`` command line: ``gui`` (default), ``train``, ``resume``, ``runs``, ``show``, ``eval``,
+``export``, ``rename``, ``tag``, ``delete`` (and any commands listed in :data:`COMMANDS`).
 
 Every command takes ``--db PATH`` (else ``$METASTUDIO_DB``, else the user data folder). Bad input
 prints one line on stderr and exits with status 2 (``--debug`` shows the traceback). With ``--json``
@@ -76,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.add_argument("--json", action="store_true", help='print {"run_id", "path"} as the last line')
+    p = sub.add_parser("metrics", help="write runs' stored metrics as CSV (long format: run,step,metric,value,time)")
+    _add_common(p)
+    p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+    p.add_argument("--csv", metavar="OUT", required=True, help="the CSV file to write (replaced atomically)")
+    p.add_argument("--metric", action="append", default=None, help="only this metric (repeatable)")
+    p = sub.add_parser("rename", help="give a run a new name")
+    _add_common(p)
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("name", metavar="NAME")
+    p = sub.add_parser("tag", help="set a run's tags (replacing them; no TAG clears them)")
+    _add_common(p)
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("tags", nargs="*", metavar="TAG")
+    p = sub.add_parser("delete", help="delete runs with their metrics and checkpoint files (not exports)")
+    _add_common(p)
+    p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 
 
@@ -183,7 +201,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore(args.db)
     store.mark_interrupted()
     runs = [{k: r[k] for k in ("id", "name", "status", "algorithm", "created_at", "iterations",
-                               "best_val_accuracy")} for r in store.list_runs()]
+                               "best_val_accuracy", "tags")} for r in store.list_runs()]
     if args.json:
         _print_json({"runs": runs})
         return 0
@@ -193,8 +211,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print(f"{'id':>4}  {'status':<11} {'algorithm':<9} {'iters':>6} {'best val':>8}  {'created':<25} name")
     for r in runs:
         best = f"{r['best_val_accuracy']:.3f}" if r["best_val_accuracy"] is not None else "-"
+        tags = f"  [{', '.join(r['tags'])}]" if r["tags"] else ""
         print(f"{r['id']:>4}  {r['status']:<11} {r['algorithm']:<9} {r['iterations'] or 0:>6} {best:>8}  "
-              f"{r['created_at']:<25} {r['name']}")
+              f"{r['created_at']:<25} {r['name']}{tags}")
     return 0
 
 
@@ -303,6 +322,66 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from engine.store import RunStore, write_metrics_csv
+
+    store = RunStore(args.db)
+    rows = write_metrics_csv(store, args.run_ids, args.csv, names=args.metric)
+    print(f"wrote {rows} rows of runs {', '.join(map(str, args.run_ids))} to {args.csv}")
+    return 0
+
+
+def _open_run(args: argparse.Namespace, run_id: int):
+    """The store and the row of ``run_id``; a missing run is bad input (exit status 2)."""
+    from engine.store import RunStore
+
+    store = RunStore(args.db)
+    try:
+        return store, store.get_run(run_id)
+    except KeyError:
+        raise MetaStudioError(f"no run with id {run_id} in {store.path}.", field="RUN_ID",
+                              hint="List runs with: metastudio runs") from None
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    store, _run = _open_run(args, args.run_id)
+    print(f"run {args.run_id} renamed to {store.rename_run(args.run_id, args.name)!r}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    store, _run = _open_run(args, args.run_id)
+    tags = store.set_tags(args.run_id, args.tags)
+    print(f"run {args.run_id} tags: {', '.join(tags) if tags else '(none)'}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Delete runs after a y/N question on the terminal (``--yes`` skips it; required without a terminal)."""
+    store, _run = _open_run(args, args.run_ids[0])
+    store.mark_interrupted()
+    runs = [_open_run(args, rid)[1] for rid in dict.fromkeys(args.run_ids)]
+    active = [r["id"] for r in runs if r["status"] in ("running", "paused")]  # live: mark_interrupted ran
+    if active:
+        raise MetaStudioError(f"run(s) {', '.join(map(str, active))} are still active; nothing was deleted.",
+                              field="RUN_ID", hint="Stop them first.")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise MetaStudioError("not deleting without confirmation.", field="--yes",
+                                  hint="Pass --yes to delete from a script.")
+        for r in runs:
+            files = len(store.list_checkpoints(r["id"]))
+            print(f"  run {r['id']}: {r['name']} [{r['status']}], {files} checkpoint file(s)")
+        answer = input(f"Delete these {len(runs)} run(s) with their metrics and checkpoint files? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    for r in runs:
+        removed = store.delete_run(r["id"])
+        print(f"deleted run {r['id']} ({r['name']}); {len(removed)} checkpoint path(s) removed")
+    return 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     # The window lives in the separate gui package; the engine itself never imports Qt, so the
     # launcher looks it up by name only when asked to open the window.
@@ -312,7 +391,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "runs": cmd_runs, "show": cmd_show, "gui": cmd_gui,
-            "eval": cmd_eval, "export": cmd_export, None: cmd_gui}
+            "eval": cmd_eval, "export": cmd_export, "metrics": cmd_metrics, "rename": cmd_rename,
+            "tag": cmd_tag, "delete": cmd_delete, None: cmd_gui}
 
 
 def main(argv: list[str] | None = None) -> int:

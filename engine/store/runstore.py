@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -22,11 +23,13 @@ from typing import Any
 
 import sqlite_utils
 
-from engine.errors import StoreError
+from engine.errors import ConfigError, StoreError
 
 SCHEMA_VERSION = 2
 STATUSES = ("created", "running", "paused", "completed", "stopped", "failed", "interrupted")
 ACTIVE_STATUSES = ("running", "paused")
+# statuses `metastudio resume` / TrainingSession.resume accept (`created` only when its process is gone)
+RESUMABLE_STATUSES = ("interrupted", "stopped", "failed", "created")
 _RUN_COLUMNS_V1 = {
     "id": int, "name": str, "status": str, "algorithm": str, "model": str, "dataset": str,
     "n_way": int, "k_shot": int, "config": str, "created_at": str, "started_at": str,
@@ -187,12 +190,102 @@ class RunStore:
         """All runs, newest first, decoded as :meth:`get_run`."""
         return [_decode(r) for r in self.db["runs"].rows_where(order_by="id desc")]
 
-    def delete_run(self, run_id: int) -> None:
-        """Remove a run with its metrics, checkpoint and evaluation rows (files are the caller's job)."""
+    def rename_run(self, run_id: int, name: str) -> str:
+        """Give a run a new display name (surrounding white space removed); returns the stored name.
+
+        Raises:
+            ConfigError: the name is empty or only white space.
+            KeyError: no run with that id.
+        """
+        clean = (name or "").strip()
+        if not clean:
+            raise ConfigError("a run name cannot be empty.", field="name", hint="Type at least one character.")
+        self._update_existing(run_id, name=clean)
+        return clean
+
+    def set_tags(self, run_id: int, tags: Iterable[str]) -> list[str]:
+        """Replace a run's tags; returns the stored list.
+
+        Tags are normalised: white space stripped, empty ones dropped, duplicates (ignoring case) removed,
+        the first spelling and the given order kept.
+
+        Raises:
+            ConfigError: a tag is not a string.
+            KeyError: no run with that id.
+        """
+        clean = normalise_tags(tags)
+        self._update_existing(run_id, tags=json.dumps(clean))
+        return clean
+
+    def set_notes(self, run_id: int, text: str) -> None:
+        """Replace a run's free-text notes (stored as given; "" clears them).
+
+        Raises:
+            KeyError: no run with that id.
+        """
+        self._update_existing(run_id, notes=text or "")
+
+    def _update_existing(self, run_id: int, **fields: Any) -> None:
+        sets = ", ".join(f"[{k}] = ?" for k in fields)
         with self._write():
+            cur = self.db.conn.execute(f"update runs set {sets} where id = ?", [*fields.values(), run_id])
+        if cur.rowcount != 1:
+            raise KeyError(f"no run with id {run_id} in {self.path}")
+
+    def delete_run(self, run_id: int, *, remove_files: bool = True) -> list[Path]:
+        """Remove a run with its metrics, checkpoint and evaluation rows, and its checkpoint files.
+
+        The rows go in one transaction that first checks, under the write lock, that the run is not
+        active (``running``/``paused`` by a live process). Then the checkpoint files recorded for the
+        run and its folder ``checkpoint_dir / "run-<id>"`` are removed. Folders the run was exported to
+        are not touched (they are not the store's).
+
+        Args:
+            run_id: the run.
+            remove_files: False keeps the checkpoint files (only the rows are removed).
+
+        Returns:
+            The checkpoint files and folders that were removed.
+
+        Raises:
+            KeyError: no run with that id.
+            StoreError: the run is active (stop it first), the database cannot be written, or some
+                checkpoint files could not be removed (the rows are gone then; the message lists them).
+        """
+        with self._write():
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            row = self.db.conn.execute("select status, pid from runs where id = ?", [run_id]).fetchone()
+            if row is None:
+                raise KeyError(f"no run with id {run_id} in {self.path}")
+            status, pid = row
+            if status in ACTIVE_STATUSES and _pid_alive(pid):
+                raise StoreError(f"run {run_id} is {status} (process {pid}); it cannot be deleted while active.",
+                                 field="RUN_ID", hint="Stop the run first, then delete it.")
+            paths = [Path(p) for (p,) in self.db.conn.execute(
+                "select path from checkpoints where run_id = ?", [run_id]) if p]
             for table, col in (("metrics", "run_id"), ("checkpoints", "run_id"), ("evaluations", "run_id"),
                                ("runs", "id")):
                 self.db.conn.execute(f"delete from {table} where {col} = ?", [run_id])
+        if not remove_files:
+            return []
+        removed: list[Path] = []
+        failed: list[str] = []
+        for path in [*paths, self.checkpoint_dir / f"run-{run_id}"]:
+            if not path.exists() and not path.is_symlink():
+                continue
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+            except OSError as err:
+                failed.append(f"{path} ({err.strerror or err})")
+        if failed:
+            raise StoreError(f"run {run_id} was deleted but {len(failed)} checkpoint file(s) could not be "
+                             f"removed: {'; '.join(failed)}.", field="RUN_ID",
+                             hint="Remove them by hand or check the folder's permissions.")
+        return removed
 
     def mark_interrupted(self) -> list[int]:
         """Mark runs left ``created``/``running``/``paused`` by a process that no longer exists as
@@ -374,6 +467,26 @@ def _finite_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite_json(v) for v in value]
     return value
+
+
+def normalise_tags(tags: Iterable[str]) -> list[str]:
+    """Tags stripped of white space, without empty ones or duplicates (ignoring case), order kept.
+
+    Raises:
+        ConfigError: ``tags`` is a single string or holds something that is not a string.
+    """
+    if isinstance(tags, str):
+        raise ConfigError("tags must be a list of strings, not one string.", field="tags")
+    out: list[str] = []
+    seen: set[str] = set()
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise ConfigError(f"a tag must be a string, not {type(tag).__name__} ({tag!r}).", field="tags")
+        clean = tag.strip()
+        if clean and clean.casefold() not in seen:
+            seen.add(clean.casefold())
+            out.append(clean)
+    return out
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,37 @@
-"""The meta-training loop, its controls and the stored session that drives it."""
+"""The meta-training loop, its controls and the stored session that drives it.
 
-from engine.training.control import RunControl
-from engine.training.session import TrainingSession
-from engine.training.trainer import METRICS, MetaTrainer, StepRecord
+Names load on first use (PEP 562), so ``from engine.training.records import StepRecord`` or
+``engine.RunControl`` do not import torch; ``MetaTrainer`` and ``TrainingSession`` do.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "METRICS": "engine.training.records",
+    "StepRecord": "engine.training.records",
+    "RunControl": "engine.training.control",
+    "MetaTrainer": "engine.training.trainer",
+    "TrainingSession": "engine.training.session",
+}
 __all__ = ["METRICS", "MetaTrainer", "RunControl", "StepRecord", "TrainingSession"]
+
+if TYPE_CHECKING:
+    from engine.training.control import RunControl
+    from engine.training.records import METRICS, StepRecord
+    from engine.training.session import TrainingSession
+    from engine.training.trainer import MetaTrainer
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -37,7 +37,7 @@ from engine.errors import (
     MetaStudioError,
     StoreError,
 )
-from engine.store.runstore import ACTIVE_STATUSES, RunStore, _pid_alive, now_iso
+from engine.store.runstore import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunStore, _pid_alive, now_iso
 from engine.training.checkpoint import remove_stale_temp, save_tensors_atomic
 from engine.training.control import RunControl
 from engine.training.resume import (
@@ -48,9 +48,6 @@ from engine.training.resume import (
     save_resume_checkpoint,
 )
 from engine.training.trainer import MetaTrainer, StepRecord
-
-RESUMABLE_STATUSES = ("interrupted", "stopped", "failed", "created")
-"""Statuses :meth:`TrainingSession.resume` accepts (``created`` only when its process is gone)."""
 
 OOM_ADVICE = ("Use fewer inner_steps, a first-order algorithm (fomaml, or first_order=true), a smaller "
               "meta_batch_size, fewer adapt_layers/train_layers, or lora_maml.")

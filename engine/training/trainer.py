@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,36 +31,12 @@ from engine.models.metamodel import MetaModel
 from engine.models.sinusoid import SinusoidMLP
 from engine.training.control import RunControl
 from engine.training.features import FeatureSource
+from engine.training.records import StepRecord
 from engine.training.stopping import SmoothedPlateau
 from engine.training.threads import loop_thread_count, loop_threads
 
 # Algorithms that can differentiate through their inner gradients (see config.second_order_through_encoder).
 SECOND_ORDER = {"maml", "metasgd", "lora_maml"}
-METRICS = ("outer_loss", "inner_loss_pre", "inner_loss_post", "query_accuracy", "val_accuracy", "val_loss")
-
-
-@dataclass
-class StepRecord:
-    """What one meta-iteration produced.
-
-    Attributes:
-        step: the iteration number, 1-based.
-        total: the iteration budget (``meta_iterations``).
-        elapsed_s: seconds of training so far (excluding set-up and pauses).
-        metrics: metric name -> value (see ``METRICS``); ``val_*`` only on validation steps.
-    """
-
-    step: int
-    total: int
-    elapsed_s: float
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def eta_s(self) -> float:
-        """Seconds left at the current pace."""
-        return self.elapsed_s / max(self.step, 1) * (self.total - self.step)
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python-side RNGs used by training (torch; numpy samplers carry their own seeds)."""
     torch.manual_seed(seed)
