@@ -43,13 +43,13 @@ from engine import (
     load_config,
     validate_config,
 )
-from engine.models.device import available_devices
-from engine.training.session import RESUMABLE_STATUSES
+from engine.store import RESUMABLE_STATUSES
 from gui.jobs import JobThread
+from gui.widgets.compare import CompareWidget
 from gui.widgets.curves import CurvesWidget
 from gui.widgets.experiment_form import ExperimentForm
 from gui.widgets.playground import PlaygroundWidget
-from gui.widgets.run_list import RunDetails, RunListView, format_duration
+from gui.widgets.run_list import RunDetails, RunListView, RunNotesEdit, format_duration
 from gui.worker import TrainingWorker
 
 
@@ -65,6 +65,13 @@ def stored_records(metrics: dict[str, list[tuple[int, float, float]]], total: in
     return [by_step[s] for s in sorted(by_step)]
 
 ACTIVE = ("running", "paused")
+
+
+def _probe_devices() -> list[str]:
+    """The usable device names; imports torch (seconds), so it runs in a job thread."""
+    from engine.models.device import available_devices
+
+    return available_devices()
 
 
 def _panel(title: str, *widgets: QWidget, margins: int = 4) -> QWidget:
@@ -113,15 +120,23 @@ class MainWindow(QMainWindow):
         self.error_box: QMessageBox | None = None
 
         # ---- left: runs and the selected run's details ---------------------------------------------
-        self.runs = RunListView()
+        self.runs = RunListView(store=self.store)
         self.runs.runSelected.connect(self._on_run_selected)
+        self.runs.runsEdited.connect(self.refresh_runs)
+        self.runs.runsDeleted.connect(self._on_runs_deleted)
+        self.runs.errorOccurred.connect(self.show_error)
+        self.runs.statusMessage.connect(self._set_status)
         self.details = RunDetails()
+        self.notes = RunNotesEdit(self.store)
+        self.notes.setMaximumHeight(110)
+        self.notes.errorOccurred.connect(self.show_error)
+        self.notes.notesSaved.connect(lambda rid: self._set_status(f"Saved the notes of run {rid}."))
         self.use_config_button = QPushButton("Use this config")
         self.use_config_button.setToolTip("Copy the selected run's config into the experiment form.")
         self.use_config_button.setEnabled(False)
         self.use_config_button.clicked.connect(self._use_selected_config)
         left = QSplitter(Qt.Orientation.Vertical)
-        left.addWidget(_panel("Runs", self.runs))
+        left.addWidget(_panel("Runs", self.runs.filter_edit, self.runs))
         self.resume_button = QPushButton("Resume run")
         self.resume_button.setToolTip("Continue the selected interrupted, stopped or failed run from its last\n"
                                       "checkpoint (same run id; the curve goes on without a gap).")
@@ -138,12 +153,13 @@ class MainWindow(QMainWindow):
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(lambda: self.export_selected_run())  # not clicked(bool) as out_dir
         row.addWidget(self.export_button)
-        left.addWidget(_panel("Selected run", self.details, run_buttons))
+        left.addWidget(_panel("Selected run", self.details, self.notes, run_buttons))
         left.setStretchFactor(0, 3)
         left.setStretchFactor(1, 2)
 
         # ---- centre: the experiment form and the run buttons ----------------------------------------
-        self.form = ExperimentForm(config, devices=available_devices())
+        # CUDA/MPS are known once torch is in: the probe below imports it off the GUI thread
+        self.form = ExperimentForm(config, devices=["auto", "cpu"])
         self.form.validityChanged.connect(self._update_buttons)
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start meta-training with this experiment (Ctrl+Return).\n"
@@ -171,8 +187,15 @@ class MainWindow(QMainWindow):
         self.right_tabs = QTabWidget()
         self.right_tabs.addTab(_panel("Curves", self.curves), "Curves")
         self.right_tabs.addTab(self.playground, "Playground")
+        self.compare = CompareWidget(self.store)
+        self.compare.statusMessage.connect(self._set_status)
+        self.right_tabs.addTab(self.compare, "Compare")
+        self.runs.runsSelected.connect(self.compare_runs)
+        self.right_tabs.currentChanged.connect(lambda _i: self._refresh_compare())
         right = self.right_tabs
         self._export_jobs = JobThread("metastudio-export", self)
+        self._probe_jobs = JobThread("metastudio-probe", self)
+        self._probe_jobs.submit(_probe_devices, self.form.set_available_devices)
         self._exporting = False
         self._exportStatus.connect(self._on_export_status)
 
@@ -298,6 +321,7 @@ class MainWindow(QMainWindow):
             self._set_status(f"Cannot read the run database: {err}")
             return
         self.runs.set_runs(runs)
+        self._refresh_compare()
         rid = self.details.run_id
         if rid is None:
             return
@@ -307,9 +331,24 @@ class MainWindow(QMainWindow):
         if row != self._shown_run:
             self._shown_run = row
             self.details.show_run(row)
+            self.notes.show_run(row)
         if not self._plot_live and self.curves.run_id == rid and row.get("status") in ACTIVE:
             self.curves.show_metrics(self.store.get_metrics(rid, after_step=self.curves.last_step), append=True)
             self.curves.set_title(self._run_title(row))
+
+    @Slot(list)
+    def compare_runs(self, run_ids: list[int]) -> None:
+        """Show these runs in the Compare tab (the run list's multi-selection; < 2 shows a hint there)."""
+        if self._closed:
+            return
+        self.compare.set_runs(run_ids)  # read from the store only while the Compare tab shows
+        n = len(self.compare.run_ids)
+        self.right_tabs.setTabText(self.right_tabs.indexOf(self.compare), f"Compare ({n})" if n >= 2 else "Compare")
+
+    def _refresh_compare(self) -> None:
+        """Re-read the compared runs if the Compare tab is showing and they changed (runs still training)."""
+        if not self._closed and self.right_tabs.currentWidget() is self.compare and len(self.compare.run_ids) >= 2:
+            self.compare.refresh()
 
     @staticmethod
     def _run_title(run: dict[str, Any]) -> str:
@@ -321,6 +360,7 @@ class MainWindow(QMainWindow):
             return
         if run_id < 0:
             self.details.show_run(None)
+            self.notes.show_run(None)
             self._shown_run = None
             self._update_buttons()
             return
@@ -330,6 +370,7 @@ class MainWindow(QMainWindow):
             return
         self._shown_run = self.runs.run(run_id)
         self.details.show_run(run)
+        self.notes.show_run(run)
         self._update_buttons()
         if self.running and run_id == self._live_run_id:
             self._plot_live = True
@@ -339,6 +380,18 @@ class MainWindow(QMainWindow):
         self._plot_live = False
         self.curves.clear(self._run_title(run), run_id)
         self.curves.show_metrics(self.store.get_metrics(run_id))
+
+    @Slot(list)
+    def _on_runs_deleted(self, run_ids: list[int]) -> None:
+        """Runs deleted from the list: forget them in the details, notes and curves."""
+        if self.details.run_id in run_ids:
+            self.details.show_run(None)
+            self.notes.show_run(None)
+            self._shown_run = None
+        if self.curves.run_id in run_ids and not self._plot_live:
+            self.curves.clear()
+        self.refresh_runs()
+        self._update_buttons()
 
     @Slot()
     def _use_selected_config(self) -> None:
@@ -645,7 +698,9 @@ class MainWindow(QMainWindow):
             self.error_box.close()
         if not self._closed:
             self._closed = True
+            self.notes.save()  # typed notes not saved yet
             self.playground.shutdown()
             self._export_jobs.stop()
+            self._probe_jobs.stop()
             self.store.close()
         event.accept()

@@ -15,10 +15,14 @@ from __future__ import annotations
 import threading
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from engine import ExperimentConfig, MetaStudioError, RunControl, StepRecord, TrainingSession
+from engine import ExperimentConfig, MetaStudioError, RunControl, StepRecord
+
+if TYPE_CHECKING:
+    from engine import TrainingSession
 
 
 class TrainingWorker(QObject):
@@ -86,6 +90,8 @@ class TrainingWorker(QObject):
     @Slot()
     def run(self) -> None:
         """Iterate the session to its end; never raises (errors become signals)."""
+        from engine import TrainingSession  # torch: loaded in this worker thread, not at window start-up
+
         session: TrainingSession | None = None
 
         def on_status(message: str) -> None:

@@ -358,6 +358,16 @@ class ExperimentForm(QWidget):
         self._apply_algorithm_keys()
         self.revalidate()
 
+    def set_available_devices(self, devices: list[str]) -> None:
+        """Mark which entries of the device drop-down work here (the others read "not available here")."""
+        self._devices = list(devices)
+        combo = self._rows["device"].editor if "device" in self._rows else None
+        if not isinstance(combo, QComboBox):
+            return
+        for i in range(combo.count()):
+            dev = combo.itemData(i)
+            combo.setItemText(i, dev if dev in self._devices else f"{dev} (not available here)")
+
     def config(self) -> ExperimentConfig:
         """The validated config.
 

@@ -96,9 +96,10 @@ class FakeSession:
 @pytest.fixture
 def fake_session(monkeypatch):
     """Make the window's worker drive :class:`FakeSession` (returned, to set ``delay``)."""
-    import gui.worker
+    import engine
 
-    monkeypatch.setattr(gui.worker, "TrainingSession", FakeSession)
+    # the worker imports engine.TrainingSession when its run starts (not at window start-up)
+    monkeypatch.setattr(engine, "TrainingSession", FakeSession)
     monkeypatch.setattr(FakeSession, "delay", 0.0)
     return FakeSession
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,28 @@ def test_python_m_gui_parses_db_option():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--db PATH" in out.stdout
+
+
+def test_window_modules_load_without_torch():
+    """The window appears before torch is imported (start-up time); torch loads in a job thread."""
+    code = ("import sys, gui.app, gui.main_window, gui.worker; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_device_probe_marks_the_devices_of_this_machine(make_window, qtbot):
+    from engine.models.device import available_devices
+
+    w = make_window()
+    combo = w.form.editor("device")
+    expected = available_devices()
+    texts = {combo.itemData(i): combo.itemText(i) for i in range(combo.count())}
+    qtbot.waitUntil(lambda: all((combo.itemText(i) == combo.itemData(i)) == (combo.itemData(i) in expected)
+                                for i in range(combo.count())), timeout=60_000)
+    assert texts["cpu"] == "cpu" and combo.itemText(combo.findData("auto")) == "auto"
+    for dev in ("cuda", "mps"):
+        if dev not in expected:
+            assert combo.itemText(combo.findData(dev)) == f"{dev} (not available here)"

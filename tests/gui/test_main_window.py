@@ -222,8 +222,9 @@ def test_runs_from_another_process_appear(make_window, qtbot, db_path):
         other.update_run(rid, iterations=5, best_val_accuracy=0.5, best_val_step=5)
         qtbot.waitUntil(lambda: w.curves.point_count("outer_loss") == 5, timeout=5_000)
         model = w.runs.model()
-        row = [model.index(0, c).data() for c in range(model.columnCount())]
-        assert row[1] == "from the cli" and row[5] == "5 / 10" and row[6] == "50.0%"
+        row = {model.headerData(c, Qt.Orientation.Horizontal): model.index(0, c).data()
+               for c in range(model.columnCount())}
+        assert row["Name"] == "from the cli" and row["Iterations"] == "5 / 10" and row["Best val"] == "50.0% @ 5"
         other.update_run(rid, status="completed")
         qtbot.waitUntil(lambda: w.runs.status_of(rid) == "completed", timeout=5_000)
         assert w.details.value("status") == "completed" and w.details.value("iterations") == "5 / 10"
