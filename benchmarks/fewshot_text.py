@@ -7,7 +7,9 @@ BANKING77 47 / 15 / 15. Base model: the bundled all-MiniLM-L6-v2, **frozen** for
 LoRA-MAML (a frozen encoder is what fits 2 CPU cores: each text is encoded once per data set and cached);
 with it the meta-learned parameters are the head initialisation and the embedding scale, so ANIL and
 MAML do the same computation here. LoRA-MAML (first order, rank 4 on every attention and MLP weight)
-runs the encoder inside the inner loop and is trained and tested on a smaller budget (see the table).
+runs the encoder inside the inner loop and is trained and tested on a smaller budget (see the table);
+``lora_maml@top2`` puts the adapters in the top 2 of the 6 layers only (``lora_layers = 2``), so the
+bottom 4 layers come from the bottom-layer cache.
 
 Episodes: 5-way 1-shot and 5-way 5-shot with 5 queries per class; meta-training 300 iterations of 4
 episodes, inner loop 5 SGD steps of 0.5 (MAML family), outer Adam 1e-3 (Reptile: ε = 0.1). Meta-test:
@@ -22,7 +24,7 @@ Published reference points (different encoders and protocols; for orientation, n
   BANKING77 5-way 10-shot, frozen BERT + logistic regression: 84.30 % (IsoIntentBERT, NAACL 2022)
 
 Run:  python benchmarks/fewshot_text.py [--quick] [--json] [--iterations N] [--episodes N]
-          [--lora-iterations N] [--lora-episodes N] [--threads N]
+          [--lora-iterations N] [--lora-episodes N] [--threads N] [--only NAME,...] [--data NAME,...]
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def config(dataset: str, k: int, algorithm: str, iterations: int, **over) -> Exp
         base["outer_lr"] = 0.1
     if algorithm == "lora_maml":  # the encoder runs in the inner loop: a CPU-sized budget
         base.update(first_order=True, lora_r=4, meta_batch_size=2, val_episodes=10, val_interval=iterations)
+    if algorithm == "lora_maml@top2":
+        base.update(algorithm="lora_maml", first_order=True, lora_r=4, lora_layers=2, meta_batch_size=2,
+                    val_episodes=10, val_interval=iterations)
     return ExperimentConfig(**{**base, **over})
 
 
@@ -85,6 +90,9 @@ def main() -> None:
     p.add_argument("--lora-iterations", type=int, help="LoRA-MAML meta-iterations (20)")
     p.add_argument("--lora-episodes", type=int, help="LoRA-MAML meta-test episodes (100)")
     p.add_argument("--no-lora", action="store_true", help="skip LoRA-MAML")
+    p.add_argument("--only", help="comma-separated methods to run (e.g. protonet,lora_maml@top2; the baselines "
+                                  "are named nearest_centroid,finetune_head)")
+    p.add_argument("--data", help="comma-separated data sets (clinc150,banking77)")
     p.add_argument("--threads", type=int, help="torch threads (default: the engine's choice, one thread in loops "
                                             "without an encoder)")
     args = p.parse_args()
@@ -94,21 +102,24 @@ def main() -> None:
     episodes = args.episodes or (100 if args.quick else 600)
     lora_its = args.lora_iterations or (3 if args.quick else 20)
     lora_eps = args.lora_episodes or (10 if args.quick else 100)
+    only = set(args.only.split(",")) if args.only else None
+    wanted = lambda name: only is None or name in only  # noqa: E731
+    datasets = args.data.split(",") if args.data else list(DATA)
     rows, results = [], []
-    for dataset in DATA:
+    for dataset in datasets:
         for k in (1, 5):
             setting = f"5w{k}s"
             res, _, _, trainer = run_one(config(dataset, k, "maml", iterations), episodes,
                                          ["nearest_centroid", "finetune_head"])
             split = trainer.tasks.split
             note = f"{len(split.train)}/{len(split.val)}/{len(split.test)} labels"
-            for name in ("nearest_centroid", "finetune_head"):
+            for name in filter(wanted, ("nearest_centroid", "finetune_head")):
                 m = res["methods"][name]
                 rows.append([dataset, setting, name, 0, None, episodes, pct(m), None])
                 results.append({"dataset": dataset, "setting": setting, "method": name, "iterations": 0,
                                 "episodes": episodes, **m, "labels": note})
-            for algo in (*FROZEN, *(() if args.no_lora else ("lora_maml",))):
-                lora = algo == "lora_maml"
+            for algo in filter(wanted, (*FROZEN, *(() if args.no_lora else ("lora_maml", "lora_maml@top2")))):
+                lora = algo.startswith("lora_maml")
                 cfg = config(dataset, k, algo, lora_its if lora else iterations)
                 n_eps = lora_eps if lora else episodes
                 res, train_s, its, _ = run_one(cfg, n_eps, ["meta", "finetune_head"])
@@ -117,10 +128,12 @@ def main() -> None:
                              f"{100 * gain['value']:+.2f} ± {100 * gain['ci95']:.2f}"])
                 results.append({"dataset": dataset, "setting": setting, "method": algo, "iterations": its,
                                 "train_s": train_s, "episodes": n_eps, **m, "meta_gain": gain, "labels": note})
-            if (dataset, k) in REFERENCE:
+            if (dataset, k) in REFERENCE and only is None:
                 ref, value = REFERENCE[(dataset, k)]
                 rows.append([dataset, setting, f"published: {ref}", None, None, None, f"{value:.2f}", None])
     # BANKING77 5-way 10-shot: the baselines in the IsoIntentBERT reference's setting
+    if "banking77" not in datasets or not (wanted("nearest_centroid") or wanted("finetune_head")):
+        return finish(args, rows, results)
     res, _, _, _ = run_one(config("banking77", 10, "maml", iterations), episodes, ["nearest_centroid", "finetune_head"])
     for name in ("nearest_centroid", "finetune_head"):
         m = res["methods"][name]
@@ -129,6 +142,11 @@ def main() -> None:
                         "episodes": episodes, **m})
     ref, value = REFERENCE[("banking77", 10)]
     rows.append(["banking77", "5w10s", f"published: {ref}", None, None, None, f"{value:.2f}", None])
+    finish(args, rows, results)
+
+
+def finish(args, rows: list, results: list) -> None:
+    """Print the table (and the JSON line with ``--json``)."""
     print_table("Few-shot intent classification, meta-test classes, accuracy % ± 95% CI",
                 ["data", "setting", "method", "iterations", "train s", "episodes", "accuracy %",
                  "meta-gain (points)"], rows,

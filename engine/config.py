@@ -27,6 +27,7 @@ ALGORITHM_KEYS: dict[str, tuple[str, ...]] = {
     "lora_alpha": ("lora_maml",),
     "lora_dropout": ("lora_maml",),
     "lora_target_modules": ("lora_maml",),
+    "lora_layers": ("lora_maml",),
     "adapt_layers": ("maml", "fomaml", "reptile", "metasgd"),
     "train_layers": ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet"),
 }
@@ -114,6 +115,9 @@ class ExperimentConfig(BaseModel):
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="lora_maml: dropout on the LoRA branch.")
     lora_target_modules: str = Field("", description="lora_maml: comma-separated module names to adapt "
                                                      "(empty = the architecture's attention and MLP weights).")
+    lora_layers: int = Field(0, ge=0, description="lora_maml: adapters only in the top this-many transformer layers "
+                                                  "(0 = every layer); the frozen layers below run once per text "
+                                                  "and are cached, so each episode is cheaper.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute encoder activations in the backward pass (less memory, more time); refused "
                            "where second derivatives flow through the encoder.")

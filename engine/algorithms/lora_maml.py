@@ -48,25 +48,33 @@ def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear | Conv1D)
 
 
-def lora_target_names(encoder, targets: Sequence[str] = ()) -> list[str]:
+def lora_target_names(encoder, targets: Sequence[str] = (), layers: int = 0) -> list[str]:
     """Full module names (relative to ``encoder.model``) of the linear layers LoRA will wrap.
 
     Args:
         encoder: a :class:`~engine.models.backbone.TextEncoder`.
         targets: module names or dotted name suffixes (``"query"``, ``"attention.output.dense"``);
             empty = :data:`DEFAULT_TARGETS` of the model type, else every linear layer of the blocks.
+        layers: only the top ``layers`` blocks of the stack get adapters (0 = every block).
 
     Only modules inside the transformer block stack are matched (never the pooler or the LM head),
     so every adapter takes part in the forward pass.
 
     Raises:
-        ConfigError: no linear module in the blocks matches (field ``lora_target_modules``).
+        ConfigError: no linear module in the blocks matches (field ``lora_target_modules``), or
+            ``layers`` exceeds the model's block count (field ``lora_layers``).
     """
+    if layers > encoder.num_layers:
+        raise ConfigError(f"{layers} exceeds the model's {encoder.num_layers} transformer layers.",
+                          field="lora_layers", hint=f"Use a value from 0 (every layer) to {encoder.num_layers}.")
+    first = encoder.num_layers - layers if layers else 0
     prefix = encoder.layer_prefix + "."
     wanted = tuple(t.strip() for t in targets if t.strip()) or DEFAULT_TARGETS.get(encoder.info.model_type, ())
     names = []
     for name, module in encoder.model.named_modules():
         if not name.startswith(prefix) or not _is_linear(module):
+            continue
+        if int(name[len(prefix):].split(".", 1)[0]) < first:
             continue
         if not wanted or any(name == t or name.endswith("." + t) for t in wanted):
             names.append(name)
@@ -78,7 +86,8 @@ def lora_target_names(encoder, targets: Sequence[str] = ()) -> list[str]:
     return names
 
 
-def add_lora(encoder, *, r: int, alpha: float, dropout: float = 0.0, targets: Sequence[str] = ()) -> list[str]:
+def add_lora(encoder, *, r: int, alpha: float, dropout: float = 0.0, targets: Sequence[str] = (),
+             layers: int = 0) -> list[str]:
     """Inject LoRA adapters (``peft``) into ``encoder.model`` in place.
 
     The adapters' B matrices start at zero, so the encoder's output is unchanged until training.
@@ -92,7 +101,7 @@ def add_lora(encoder, *, r: int, alpha: float, dropout: float = 0.0, targets: Se
     from peft import LoraConfig, inject_adapter_in_model
     from transformers.pytorch_utils import Conv1D
 
-    names = lora_target_names(encoder, targets)
+    names = lora_target_names(encoder, targets, layers)
     modules = dict(encoder.model.named_modules())
     conv1d = any(isinstance(modules[n], Conv1D) for n in names)
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=names, fan_in_fan_out=conv1d,

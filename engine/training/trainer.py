@@ -140,7 +140,8 @@ class MetaTrainer:
         if c.algorithm == "lora_maml":
             targets = [t for t in c.lora_target_modules.split(",") if t.strip()]
             lora_names = [f"encoder.{n}" for n in add_lora(encoder, r=c.lora_r, alpha=c.lora_alpha,
-                                                           dropout=c.lora_dropout, targets=targets)]
+                                                           dropout=c.lora_dropout, targets=targets,
+                                                           layers=c.lora_layers)]
         self.lora_names = lora_names
         if c.gradient_checkpointing:
             enable_gradient_checkpointing(encoder)
@@ -178,7 +179,7 @@ class MetaTrainer:
                      c.text_column, c.label_column, c.max_length, encoder.pooling, second_order)
         # Frozen encoder: pooled embeddings once per text; only the top layers trained/adapted: the frozen
         # bottom's hidden states once per text. Both come from the on-disk cache when a run made them before.
-        top = 0 if lora_names else max(c.train_layers, c.adapt_layers)
+        top = c.lora_layers if lora_names else max(c.train_layers, c.adapt_layers)
         what = "frozen encoder" if frozen else f"bottom {encoder.num_layers - top} layers"
         self.features = FeatureSource(
             encoder, self.tasks.data.texts, self.device, frozen, rows,

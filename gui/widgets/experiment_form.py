@@ -56,7 +56,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Tasks", ("dataset", "text_column", "label_column", "n_way", "k_shot", "q_query", "split_seed",
                "val_fraction", "test_fraction", "drop_small_labels")),
     ("Algorithm", ("algorithm", "first_order", "inner_lr", "inner_steps", "outer_lr", "meta_batch_size",
-                   "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")),
+                   "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers")),
     ("Run", ("meta_iterations", "val_interval", "val_episodes", "checkpoint_interval", "plateau_threshold",
              "plateau_patience", "early_stopping_patience", "max_minutes", "seed", "device")),
 )
@@ -72,6 +72,7 @@ LABELS = {
     "plateau_patience": "Plateau patience", "seed": "Seed", "device": "Device",
     "gradient_checkpointing": "Gradient checkpointing", "first_order": "First-order", "lora_r": "LoRA rank",
     "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout", "lora_target_modules": "LoRA modules",
+    "lora_layers": "LoRA top layers",
     "checkpoint_interval": "Checkpoint every", "early_stopping_patience": "Early-stop patience",
     "max_minutes": "Time budget (min)",
 }

@@ -228,6 +228,29 @@ def test_lora_maml_first_and_second_order_meta_gradients_differ(tiny_bert):
     assert ((so - fo).norm() / fo.norm()).item() > 1e-2
 
 
+def test_lora_layers_adapts_only_the_top_layers_from_the_bottom_layer_cache(tiny_bert, monkeypatch):
+    def first_step(hidden_cache: bool) -> tuple[MetaTrainer, dict[str, float]]:
+        monkeypatch.setenv("METASTUDIO_HIDDEN_CACHE_MAX_GB", "4" if hidden_cache else "0")
+        trainer = make_trainer(tiny_bert, algorithm="lora_maml", lora_r=2, lora_layers=1, first_order=True,
+                               inner_lr=0.5)
+        no_dropout(trainer.model)
+        tasks = [trainer.task(ep) for ep in trainer.train_sampler.sample_batch(2)]
+        return trainer, trainer.learner.outer_step(tasks).as_dict()
+
+    cached, m_cached = first_step(True)
+    lora = [n for n in cached.learner.adapted_names if ".lora_" in n]
+    assert len(lora) == 1 * 2 * 6 and all(".layer.1." in n for n in lora)  # top block only
+    assert cached.features.mode == "hidden" and cached.features.bottom.n_bottom == 1
+    full, m_full = first_step(False)
+    assert full.features.mode == "tokens"  # the whole encoder per episode
+    for key, value in m_full.items():  # same numbers, whichever way the bottom layer is computed
+        assert m_cached[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    with pytest.raises(ConfigError, match="lora_layers"):
+        make_trainer(tiny_bert, algorithm="lora_maml", lora_layers=3)
+    with pytest.raises(ConfigError, match="lora_layers"):
+        validate_config({"algorithm": "maml", "lora_layers": 1})
+
+
 def test_lora_maml_refuses_base_weight_training():
     for key in ("train_layers", "adapt_layers"):
         with pytest.raises(Exception, match=key):
