@@ -16,7 +16,7 @@ import sys
 import traceback
 from typing import Any
 
-from engine.errors import MetaStudioError
+from engine.errors import DataError, MetaStudioError
 
 EXIT_BAD_INPUT = 2
 
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", type=int, metavar="RUN_ID")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.add_argument("--onnx", metavar="SUPPORT", help="also adapt the exported model on SUPPORT (a .csv/.jsonl/"
+                   ".parquet of text,label examples) and write the adapted classifier as OUT_DIR/model.onnx "
+                   "(needs: pip install 'metastudio[onnx]')")
     p.add_argument("--json", action="store_true", help='print {"run_id", "path"} as the last line')
     p = sub.add_parser("metrics", help="write runs' stored metrics as CSV (long format: run,step,metric,value,time)")
     _add_common(p)
@@ -312,13 +315,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.export import export_run
     from engine.store import RunStore
 
+    support = None
+    if args.onnx:  # checked before anything is written
+        from engine.data.loading import load_labelled_data
+        from engine.export.onnx import require_onnx
+
+        require_onnx()
+        support = load_labelled_data(args.onnx)
+        if len(set(support.labels)) < 2:
+            raise DataError(f"'{args.onnx}' has only one label; a classifier needs at least 2.", field="--onnx",
+                            hint="Add examples of another label.")
     store = RunStore(args.db)
     say = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"{m}\n"))
     path = export_run(store, args.run_id, args.out_dir, overwrite=args.overwrite, status=say)
+    result = {"run_id": args.run_id, "path": str(path)}
+    if support is not None:
+        from engine.export import load_checkpoint
+
+        say(f"adapting on {len(support.texts)} examples of {len(set(support.labels))} labels from {args.onnx}")
+        clf = load_checkpoint(path, device="cpu").adapt(support.texts, support.labels)
+        result["onnx"] = str(clf.export_onnx(path / "model.onnx"))
+        result["labels"] = clf.classes
     if args.json:
-        _print_json({"run_id": args.run_id, "path": str(path)})
+        _print_json(result)
     else:
         print(f"exported run {args.run_id} to {path}")
+        if support is not None:
+            print(f"wrote the classifier adapted to {', '.join(result['labels'])} to {result['onnx']}")
     return 0
 
 

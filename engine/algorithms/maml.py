@@ -91,15 +91,28 @@ class MAML(MetaLearner):
         n = len(tasks)
         return StepMetrics(outer / n, pre / n, post / n, acc / n if self.task_type == "classification" else None)
 
-    def predict_query(self, task: Task, steps: int | None = None) -> torch.Tensor:
+    def adapted_weights(self, support_x: Inputs, support_y: torch.Tensor,
+                        steps: int | None = None) -> dict[str, torch.Tensor]:
+        """The inner loop's result on a support set: ``{adapted name: detached tensor}``.
+
+        Meta-parameters are untouched; ``functional_call(model, weights, (x,))`` is the adapted model.
+        ``steps`` overrides ``inner_steps``.
+        """
         steps = self.inner_steps if steps is None else steps
         with torch.no_grad():
-            sx, qx = self.body_inputs(task.support_x), self.body_inputs(task.query_x)
+            sx = self.body_inputs(support_x)
         with torch.enable_grad():
             fast = self._initial_fast_weights(track=False)
-            fast, _ = self.inner_loop(fast, sx, task.support_y, steps, create_graph=False)
+            fast, _ = self.inner_loop(fast, sx, support_y, steps, create_graph=False)
+        return {n: w.detach() for n, w in fast.items()}
+
+    def predict_adapted(self, weights: dict[str, torch.Tensor], query_x: Inputs) -> torch.Tensor:
+        """Query logits (Q, N) of the model with ``weights`` from :meth:`adapted_weights` (no grad)."""
         with torch.no_grad():
-            return self._fn({n: w.detach() for n, w in fast.items()}, qx)
+            return self._fn(weights, self.body_inputs(query_x))
+
+    def predict_query(self, task: Task, steps: int | None = None) -> torch.Tensor:
+        return self.predict_adapted(self.adapted_weights(task.support_x, task.support_y, steps), task.query_x)
 
 
 class FOMAML(MAML):

@@ -37,10 +37,15 @@ class ProtoNet(MetaLearner):
     def _logits(self, task: Task) -> torch.Tensor:
         # embed() returns unit vectors times the learned scale s, so ‖a − b‖² = s²(2 − 2cos); dividing
         # by s keeps the logits' spread ~s·Δcos, a temperature the outer loop learns.
-        s = self.model.embed(task.support_x)
-        q = self.model.embed(task.query_x)
-        n_way = int(task.support_y.max().item()) + 1
-        return prototype_logits(s, task.support_y, q, n_way) / self.model.log_scale.exp()
+        return self.logits_from_embeddings(self.model.embed(task.support_x), task.support_y,
+                                           self.model.embed(task.query_x))
+
+    def logits_from_embeddings(self, support: torch.Tensor, support_y: torch.Tensor,
+                               query: torch.Tensor) -> torch.Tensor:
+        """Logits (Q, N) from support embeddings (S, D) with int64 labels (S,) and query embeddings (Q, D)
+        (so a fixed support set is embedded once, e.g. by :class:`~engine.export.FewShotClassifier`)."""
+        n_way = int(support_y.max().item()) + 1
+        return prototype_logits(support, support_y, query, n_way) / self.model.log_scale.exp()
 
     def outer_step(self, tasks: Sequence[Task]) -> StepMetrics:
         # Stackable meta-batches (cached embeddings) run as one batched computation; else per task.

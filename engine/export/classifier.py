@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,6 +48,7 @@ class FewShotClassifier:
         self.classes: list[str] = []
         self._support_x = None
         self._support_y: torch.Tensor | None = None
+        self._adapted: Any = None  # the adaptation's result, computed once per support set
         self._head_init = None
         if hasattr(model, "head"):
             self._head_init = (model.head.weight.detach().clone(), model.head.bias.detach().clone())
@@ -80,7 +83,42 @@ class FewShotClassifier:
         self._resize_head(len(classes))
         self._support_x = self._inputs(texts)
         self._support_y = torch.tensor([classes.index(lab) for lab in labels], device=self.device)
+        self._adapted = None
         return self
+
+    def _adapted_state(self) -> Any:
+        """Adapt once per support set: MAML family -> the adapted weights, ProtoNet -> the support
+        embeddings (S, D); other learners -> None (each prediction adapts anew)."""
+        from engine.algorithms.maml import MAML
+        from engine.algorithms.protonet import ProtoNet
+
+        if self._adapted is None:
+            if isinstance(self.learner, MAML):
+                self._adapted = self.learner.adapted_weights(self._support_x, self._support_y)
+            elif isinstance(self.learner, ProtoNet):
+                with torch.no_grad():
+                    self._adapted = self.model.embed(self._support_x)
+        return self._adapted
+
+    @property
+    def support(self) -> tuple[Any, torch.Tensor | None]:
+        """The adapted support set as ``(inputs, class indices)``: model inputs (pooled features (S, D)
+        for a frozen encoder, else a tokenised batch) and int64 (S,) indices into :attr:`classes`;
+        ``(None, None)`` before :meth:`adapt`."""
+        return self._support_x, self._support_y
+
+    def export_onnx(self, path: str | Path) -> Path:
+        """Write the adapted classifier as one ONNX graph (tokens -> class probabilities) at ``path``.
+
+        See :func:`engine.export.onnx.export_onnx` (tokenizer files are written beside it).
+
+        Raises:
+            ConfigError: :meth:`adapt` was not called, or the ``onnx`` package is not installed.
+            MetaStudioError, StoreError: as :func:`engine.export.onnx.export_onnx`.
+        """
+        from engine.export.onnx import export_onnx
+
+        return export_onnx(self, path)
 
     def _resize_head(self, n: int) -> None:
         if self._head_init is None:
@@ -97,7 +135,10 @@ class FewShotClassifier:
         self.model.head = head
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Predicted label and class probabilities for each text (adapting on the support set first).
+        """Predicted label and class probabilities for each text.
+
+        The support set is adapted to once, at the first prediction after :meth:`adapt`; later calls
+        reuse the adapted weights (MAML family) or support embeddings (ProtoNet).
 
         Raises:
             RuntimeError: :meth:`adapt` was not called.
@@ -109,7 +150,14 @@ class FewShotClassifier:
             return []
         query_x = self._inputs(texts)
         dummy = torch.zeros(len(texts), dtype=torch.long, device=self.device)
-        logits = self.learner.predict_query(Task(self._support_x, self._support_y, query_x, dummy))
+        state = self._adapted_state()
+        if state is None:
+            logits = self.learner.predict_query(Task(self._support_x, self._support_y, query_x, dummy))
+        elif isinstance(state, dict):  # MAML family: the adapted weights
+            logits = self.learner.predict_adapted(state, query_x)
+        else:  # ProtoNet: the support embeddings
+            with torch.no_grad():
+                logits = self.learner.logits_from_embeddings(state, self._support_y, self.model.embed(query_x))
         probs = torch.softmax(logits.float(), dim=-1).cpu()
         out = []
         for row in probs:

@@ -4,7 +4,9 @@ Source: the run selected in the main window (:func:`engine.export.restore_run`, 
 :func:`engine.export.classifier_from_trainer`) or an exported folder (:func:`engine.load_checkpoint`).
 Loading, adapting and predicting all run in one background :class:`~gui.jobs.JobThread` (one
 prediction with the bundled model takes about 0.1-1 s on a CPU, too slow for the GUI thread), one
-job at a time; the query box is debounced (250 ms) and only the newest text is predicted.
+job at a time; the query box is debounced (250 ms) and only the newest text is predicted. Once
+adapted, "Export ONNX…" writes the adapted classifier as one ONNX graph (:func:`engine.export.onnx.export_onnx`,
+seconds) in the same job thread.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class PlaygroundWidget(QWidget):
         self.adapted = False
         self.last_prediction = None
         self.latency_ms: float | None = None
+        self.last_onnx_path: Path | None = None
         self._run_id: int | None = None
         self._predicting = False
         self._predicted_text: str | None = None
@@ -111,9 +114,17 @@ class PlaygroundWidget(QWidget):
         self.adapt_button.clicked.connect(lambda: self.adapt())
         self.adapt_label = QLabel("")
         self.adapt_label.setWordWrap(True)
+        self.onnx_button = QPushButton("Export ONNX…")
+        self.onnx_button.setToolTip("Write the adapted classifier (encoder + adapted head) as one ONNX model "
+                                    "(tokens in, class probabilities out) with its tokenizer files beside it.")
+        self.onnx_button.clicked.connect(lambda: self.export_onnx())  # not clicked(bool) as path
+        self.onnx_label = QLabel("")
+        self.onnx_label.setWordWrap(True)
+        self.onnx_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         adapt_row = QHBoxLayout()
         adapt_row.addWidget(self.adapt_button)
         adapt_row.addWidget(self.adapt_label, 1)
+        adapt_row.addWidget(self.onnx_button)
 
         # ---- query and prediction ---------------------------------------------------------------
         self.query = QLineEdit()
@@ -140,6 +151,7 @@ class PlaygroundWidget(QWidget):
         lay.addWidget(QLabel("Labelled examples (label: text):"))
         lay.addWidget(self.examples, 2)
         lay.addLayout(adapt_row)
+        lay.addWidget(self.onnx_label)
         lay.addWidget(QLabel("Query:"))
         lay.addWidget(self.query)
         pred_row = QHBoxLayout()
@@ -165,6 +177,7 @@ class PlaygroundWidget(QWidget):
         self.load_button.setEnabled(not busy and (self.source.currentText() != SELECTED_RUN
                                                   or self._run_id is not None))
         self.adapt_button.setEnabled(not busy and self.classifier is not None)
+        self.onnx_button.setEnabled(not busy and self.adapted)
 
     def set_run(self, run_id: int | None) -> None:
         """The run selected in the main window (the "Selected run" source; None = no selection)."""
@@ -215,6 +228,7 @@ class PlaygroundWidget(QWidget):
     def _on_loaded(self, classifier: Any, what: str) -> None:
         self.classifier = classifier
         self.adapted = False
+        self.onnx_label.setText("")
         self.source_text = what
         self.source_label.setText(f"Loaded {what} ({classifier.config.algorithm}). Now write examples and Adapt.")
         self.source_label.setStyleSheet("")
@@ -253,8 +267,8 @@ class PlaygroundWidget(QWidget):
         return True
 
     def _on_adapted(self, n: int, ms: float) -> None:
-        self._set_busy("")
         self.adapted = True
+        self._set_busy("")
         classes = self.classifier.classes
         self._set_adapt_message(f"Adapted to {n} examples of {len(classes)} labels ({ms:.0f} ms).")
         self._predicted_text = None
@@ -262,9 +276,55 @@ class PlaygroundWidget(QWidget):
             self.predict_now()
 
     def _on_adapt_failed(self, message: str, _details: str) -> None:
-        self._set_busy("")
         self.adapted = False
+        self._set_busy("")
         self._set_adapt_message(message, error=True)
+
+    # ---- ONNX export ---------------------------------------------------------------------------
+    def ask_onnx_path(self) -> str:
+        """Ask where to write the ONNX model ("" if cancelled; tests monkeypatch this)."""
+        path, _filter = QFileDialog.getSaveFileName(self, "Export the adapted classifier as ONNX", "model.onnx",
+                                                    "ONNX models (*.onnx)")
+        if path and not Path(path).suffix:
+            path += ".onnx"
+        return path
+
+    def export_onnx(self, path: str | Path | None = None) -> bool:
+        """Write the adapted classifier to ``path`` (asks if None) in the job thread; False if not started.
+
+        Success and errors are shown below the Adapt row and sent as :attr:`statusMessage`.
+        """
+        if not self.adapted or self.busy:
+            return False
+        if path is None:
+            path = self.ask_onnx_path()
+            if not path:
+                return False
+        target = Path(path)
+        classifier = self.classifier
+        self._set_busy(f"Exporting ONNX to {target.name}…")
+
+        def job():
+            t0 = time.perf_counter()
+            out = classifier.export_onnx(target)
+            return out, time.perf_counter() - t0
+
+        self.jobs.submit(job, lambda res: self._on_onnx_exported(*res), self._on_onnx_failed)
+        return True
+
+    def _on_onnx_exported(self, out: Path, seconds: float) -> None:
+        self._set_busy("")
+        self.last_onnx_path = out
+        labels = ", ".join(self.classifier.classes)
+        self.onnx_label.setText(f"Exported ONNX ({labels}) to {out} with its tokenizer files ({seconds:.1f} s).")
+        self.onnx_label.setStyleSheet("color: #2e7d32;")
+        self.statusMessage.emit(f"Playground: exported ONNX model to {out}.")
+
+    def _on_onnx_failed(self, message: str, _details: str) -> None:
+        self._set_busy("")
+        self.onnx_label.setText(f"ONNX export failed: {message}")
+        self.onnx_label.setStyleSheet("color: #c62828;")
+        self.statusMessage.emit(f"Playground: ONNX export failed: {message}")
 
     # ---- predicting ---------------------------------------------------------------------------
     @Slot(str)

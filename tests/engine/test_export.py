@@ -111,3 +111,34 @@ def test_cli_export(db_path, tmp_path, capsys):
     assert res["run_id"] == run_id and (tmp_path / "x" / "model.safetensors").exists()
     assert main(["export", str(run_id), str(tmp_path / "x"), "--db", str(db_path)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("over", [dict(algorithm="maml", adapt_layers=1), dict(algorithm="protonet", train_layers=1)])
+def test_classifier_adapts_once_per_support_set(db_path, tiny_bert, over, monkeypatch):
+    from engine.algorithms.base import Task
+
+    run_id = train(db_path, model=str(tiny_bert), n_way=3, k_shot=2, q_query=2, **over)
+    _, trainer = restore_run(RunStore(db_path), run_id, device="cpu")
+    clf = classifier_from_trainer(trainer)
+    clf.adapt([t for t, _ in SUPPORT], [lab for _, lab in SUPPORT])
+    calls = {"encoder": 0}
+    forward = type(clf.model.encoder).forward
+
+    def counting(self, *args, **kwargs):
+        calls["encoder"] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(clf.model.encoder), "forward", counting)
+    first = clf.predict(QUERY)
+    after_first = calls["encoder"]
+    second = clf.predict(QUERY)
+    assert calls["encoder"] - after_first == 1  # only the queries: the adaptation is reused
+    assert [p.probabilities for p in first] == [p.probabilities for p in second]
+    # the same numbers as adapting from scratch for this query batch
+    sx, sy = clf.support
+    logits = clf.learner.predict_query(Task(sx, sy, clf._inputs(QUERY), torch.zeros(len(QUERY), dtype=torch.long)))
+    expected = torch.softmax(logits.float(), -1)
+    got = torch.tensor([[p.probabilities[c] for c in clf.classes] for p in first])
+    assert torch.allclose(got, expected, atol=1e-5)
+    clf.adapt([t for t, _ in SUPPORT[:6]], [lab for _, lab in SUPPORT[:6]])  # a new support set: adapts anew
+    assert set(clf.predict(QUERY[:1])[0].probabilities) == {"alarm", "weather"}

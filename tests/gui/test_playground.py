@@ -112,6 +112,7 @@ def test_playground_adapts_and_predicts_from_run_and_folder(qtbot, make_window, 
     assert pg.busy and not pg.load_button.isEnabled()
     qtbot.waitUntil(lambda: pg.classifier is not None and not pg.busy, timeout=60_000)
     assert f"run {run_id}" in pg.source_label.text()
+    assert not pg.onnx_button.isEnabled() and pg.export_onnx(tmp_path / "m.onnx") is False  # not adapted
 
     # bad examples: shown in red, nothing adapted
     pg.examples.setPlainText("alarm: wake me up\nalarm: set an alarm")
@@ -148,3 +149,44 @@ def test_playground_adapts_and_predicts_from_run_and_folder(qtbot, make_window, 
     assert pg.predicted_label.text() == "alarm"
     for label, p in from_run.probabilities.items():
         assert pg.last_prediction.probabilities[label] == pytest.approx(p, abs=1e-3)
+
+
+def test_playground_exports_the_adapted_classifier_as_onnx(qtbot, make_window, trained, tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    _db, run_id = trained
+    window = make_window()
+    window.right_tabs.setCurrentIndex(1)
+    pg = window.playground
+    _select(qtbot, window, run_id)
+    pg.examples.setPlainText(ALARM_WEATHER_MUSIC)
+    pg.query.setText(QUERY)
+    assert pg.load() is True
+    qtbot.waitUntil(lambda: pg.last_prediction is not None, timeout=90_000)  # loaded, adapted, predicted
+    assert pg.onnx_button.isEnabled()
+
+    # an error (the target is a folder) is shown, the window carries on
+    assert pg.export_onnx(tmp_path) is True
+    assert not pg.onnx_button.isEnabled() and not pg.adapt_button.isEnabled()  # one job at a time
+    qtbot.waitUntil(lambda: not pg.busy, timeout=60_000)
+    assert "ONNX export failed" in pg.onnx_label.text() and "is a folder" in pg.onnx_label.text()
+    assert "c62828" in pg.onnx_label.styleSheet() and pg.onnx_button.isEnabled()
+
+    # the button, with the file dialog answered: the model reproduces the playground's prediction
+    target = tmp_path / "onnx" / "model.onnx"
+    monkeypatch.setattr(pg, "ask_onnx_path", lambda: str(target))
+    with qtbot.waitSignal(pg.statusMessage, timeout=60_000) as status:
+        pg.onnx_button.click()
+    assert "exported ONNX model" in status.args[0] and pg.last_onnx_path == target.resolve()
+    assert "Exported ONNX (alarm, weather, music)" in pg.onnx_label.text()
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    labels = json.loads(session.get_modelmeta().custom_metadata_map["metastudio.labels"])
+    batch = AutoTokenizer.from_pretrained(target.parent)([QUERY], return_tensors="np")
+    probs = session.run(None, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})[0][0]
+    assert labels[int(np.argmax(probs))] == "alarm" == pg.last_prediction.label
+    for label, p in zip(labels, probs, strict=True):
+        assert float(p) == pytest.approx(pg.last_prediction.probabilities[label], abs=1e-4)
