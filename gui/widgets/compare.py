@@ -1,8 +1,10 @@
 """Compare two or more runs: overlaid curves, a config table of the keys that differ, a results table.
 
 Every run is drawn in its own stable colour (:func:`gui.widgets.colors.run_color`), the same colour it
-has everywhere in the window. The widget reads from the window's :class:`~engine.RunStore` (GUI thread)
-when the selection changes or :meth:`CompareWidget.refresh` is called.
+has everywhere in the window. Non-finite values (NaN, ±inf) are marked with red crosses at the run's last
+finite value before them, as on the Curves tab, and counted in the legend. The widget reads from the
+window's :class:`~engine.RunStore` (GUI thread) when the selection changes or
+:meth:`CompareWidget.refresh` is called.
 
 Exports: the selected runs' metrics as CSV (long format, :func:`engine.write_metrics_csv`) and the plot
 as PNG or SVG (pyqtgraph's exporters, chosen by the file suffix). Both take a path argument so that
@@ -43,7 +45,7 @@ from PySide6.QtWidgets import (
 
 from engine import MetaStudioError, RunStore, write_metrics_csv
 from gui.widgets.colors import run_color
-from gui.widgets.curves import AXIS_WIDTH, DOWNSAMPLE_FACTOR, X_MODES, ema
+from gui.widgets.curves import AXIS_WIDTH, DOWNSAMPLE_FACTOR, NONFINITE_COLOR, X_MODES, ema, nonfinite_markers
 
 # metric -> (picker label, y label)
 METRICS = {
@@ -152,7 +154,7 @@ class CompareWidget(QWidget):
         self._metrics: dict[int, dict[str, list[tuple[int, float, float]]]] = {}
         self._evaluations: dict[int, list[dict[str, Any]]] = {}
         self._signature: tuple = ()
-        self._items: dict[int, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
+        self._items: dict[int, tuple[pg.PlotDataItem, pg.PlotDataItem, pg.PlotDataItem]] = {}  # raw, smooth, marks
         self._stale = False  # run_ids changed while hidden: read them when shown
 
         outer = QVBoxLayout(self)
@@ -360,9 +362,9 @@ class CompareWidget(QWidget):
         return f"#{run['id']} {name}".strip()
 
     def _draw(self, autorange: bool = False) -> None:
-        for raw, smooth in self._items.values():
-            self.plot.removeItem(raw)
-            self.plot.removeItem(smooth)
+        for items in self._items.values():
+            for item in items:
+                self.plot.removeItem(item)
         self._items.clear()
         self.legend.clear()
         if len(self._runs) < 2:
@@ -389,9 +391,13 @@ class CompareWidget(QWidget):
             smooth = pg.PlotDataItem(sx, sy, connect="finite", autoDownsampleFactor=DOWNSAMPLE_FACTOR,
                                      pen=pg.mkPen(color, width=2))
             smooth.setVisible(weight > 0)
-            self.plot.addItem(raw)
-            self.plot.addItem(smooth)
-            self._items[rid] = (raw, smooth)
+            mx, my = nonfinite_markers(x, v)
+            marks = pg.PlotDataItem(mx, my, pen=None, symbol="x", symbolSize=11,
+                                    symbolPen=pg.mkPen(NONFINITE_COLOR, width=2), symbolBrush=None)
+            marks.setZValue(2)
+            for item in (raw, smooth, marks):
+                self.plot.addItem(item)
+            self._items[rid] = (raw, smooth, marks)
             bad = int((~finite).sum())
             label = html.escape(self.run_label(run)) + (f" ({bad} non-finite)" if bad else "")
             self.legend.addItem(smooth if weight > 0 else raw, label)
@@ -494,6 +500,10 @@ class CompareWidget(QWidget):
     def curve_item(self, run_id: int, smoothed: bool = False) -> pg.PlotDataItem:
         """The plot item of a run's raw (or smoothed) curve of the current metric."""
         return self._items[run_id][1 if smoothed else 0]
+
+    def marker_item(self, run_id: int) -> pg.PlotDataItem:
+        """The red crosses marking a run's non-finite values of the current metric (empty if none)."""
+        return self._items[run_id][2]
 
     def legend_labels(self) -> list[str]:
         """The legend's labels, in run order."""

@@ -2,8 +2,9 @@
 
 Three pyqtgraph plots share their x axis (meta-iteration, or seconds of training). Points arrive
 either all at once from the store (:meth:`CurvesWidget.show_metrics`) or in batches from a live run
-(:meth:`CurvesWidget.append_records`); they are kept in growable numpy arrays and drawn at most
-:data:`REDRAW_HZ` times a second (:meth:`CurvesWidget.flush` draws at once).
+(:meth:`CurvesWidget.append_records`); they are kept in growable numpy arrays and each plot is redrawn at
+most :data:`REDRAW_HZ` times a second, one plot per timer tick so that no single event-loop iteration
+paints all three (:meth:`CurvesWidget.flush` draws everything at once).
 
 Options (the row above the plots): x by iteration or wall-clock time, log-y for the loss plots, an
 exponential-moving-average smoothing of the loss curves (with bias correction; the raw curve stays
@@ -12,7 +13,11 @@ are drawn as red crosses at the last finite value before them and counted under 
 plot a summary gives the last value, min/max and the best step of each of its curves.
 
 Long runs stay fast: every curve uses pyqtgraph's automatic peak downsampling and clips to the
-visible range, and the axes have fixed widths so new tick labels never re-lay out the plots.
+visible range, and the axes have fixed widths so new tick labels never re-lay out the plots. While a run
+grows, the view follows it in steps instead of auto-ranging at every redraw: x extends to a round bound
+with about 25% headroom, y to round bounds around the running min/max of the points, so most redraws
+leave the view range (and the axes' ticks) unchanged. Zooming or panning a plot stops the following on
+that axis; a double-click or pyqtgraph's "A" button (:meth:`CurvesWidget.reset_view`) resumes it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ X_MODES = {"step": "meta-iteration", "time": "training time (s)"}
 # keeps each bin's min and max, so 1.5 bins per pixel loses nothing visible and paints ~3x fewer lines.
 DOWNSAMPLE_FACTOR = 1.5
 MAX_SYMBOLS = 400  # a curve with more points than this is drawn as a line only (symbols are slow to paint)
+X_HEADROOM = 0.25  # a growing run's x range extends to a round bound at least this fraction past its last point
+Y_STEPS = 10  # a growing run's y range snaps outwards to multiples of a round step of about span / Y_STEPS
+VIEW_PADDING = 0.02  # fraction of the followed range added on each side (pyqtgraph's auto-range pads alike)
+_NICE = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -117,14 +126,48 @@ def ema_continue(values: np.ndarray, weight: float, state: tuple[float, int]) ->
     return out, (s, k)
 
 
-class _Columns:
-    """Growable float64 columns (step, time, value, smoothed) with amortised doubling."""
+def nice_ceil(value: float) -> float:
+    """The smallest round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten) ≥ ``value``;
+    ``value`` itself when it is not positive and finite."""
+    if not (value > 0 and math.isfinite(value)):
+        return value
+    scale = 10.0 ** math.floor(math.log10(value))
+    return next(m * scale for m in _NICE if m * scale >= value * (1 - 1e-12))
 
-    __slots__ = ("data", "n")
+
+def snapped_range(lo: float, hi: float, steps: int = Y_STEPS) -> tuple[float, float]:
+    """``[lo, hi]`` widened outwards to multiples of a round step of about ``(hi − lo) / steps`` (a single
+    value gets a range of ±10% of itself, or ±1 around 0)."""
+    span = hi - lo
+    if span <= 0:
+        span = abs(hi) * 0.2 or 2.0
+        lo, hi = lo - span / 2, hi + span / 2
+    step = nice_ceil(span / steps)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step
+
+
+def _finite_min_max(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) over the finite values, (inf, −inf) when there are none."""
+    v = values[np.isfinite(values)]
+    return (float(v.min()), float(v.max())) if len(v) else (math.inf, -math.inf)
+
+
+class _Columns:
+    """Growable float64 columns (step, time, value, smoothed) with amortised doubling, and the running
+    finite bounds of step, time and value (and the smallest positive value, for log axes)."""
+
+    __slots__ = ("data", "n", "bounds")
 
     def __init__(self, capacity: int = 1024) -> None:
         self.data = np.empty((4, capacity))
         self.n = 0
+        # name -> [min, max]; "pos" holds the smallest positive value and the largest value
+        self.bounds = {key: [math.inf, -math.inf] for key in ("step", "time", "value", "pos")}
+
+    def _grow_bounds(self, key: str, values: np.ndarray) -> None:
+        lo, hi = _finite_min_max(values)
+        b = self.bounds[key]
+        b[0], b[1] = min(b[0], lo), max(b[1], hi)
 
     def extend(self, step: np.ndarray, time: np.ndarray, value: np.ndarray, smoothed: np.ndarray) -> None:
         k = len(step)
@@ -136,6 +179,10 @@ class _Columns:
         for row, col in enumerate((step, time, value, smoothed)):
             self.data[row, self.n:need] = col
         self.n = need
+        self._grow_bounds("step", step)
+        self._grow_bounds("time", time)
+        self._grow_bounds("value", value)
+        self._grow_bounds("pos", np.where(value > 0, value, np.nan))
 
     @property
     def step(self) -> np.ndarray:
@@ -243,6 +290,9 @@ class CurvesWidget(QWidget):
                 first = plot
             else:
                 plot.setXLink(first)
+            plot.getViewBox().sigRangeChangedManually.connect(
+                lambda mask, key=key: self._on_manual_range(key, mask))
+            view.scene().sigMouseClicked.connect(self._on_scene_click)
             summary = QLabel()
             summary.setStyleSheet("color: #333; font-size: 11px; padding: 0 4px;")
             summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -289,10 +339,18 @@ class CurvesWidget(QWidget):
         self._log_y = False
         self._shared = False
         self._dirty: set[str] = set()
+        # Following a growing run (see the module docstring): whether x / each plot's y follows, and the
+        # range last set (None: not set since the last reset, take the data's range).
+        self._live = False
+        self._follow_x = True
+        self._follow_y = dict.fromkeys(PLOTS, True)
+        self._x_range: tuple[float, float] | None = None
+        self._y_range: dict[str, tuple[float, float] | None] = dict.fromkeys(PLOTS)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
-        self._timer.setInterval(1000 // REDRAW_HZ)
-        self._timer.timeout.connect(self.flush)
+        self._timer.setInterval(1000 // (REDRAW_HZ * len(PLOTS)))
+        self._timer.timeout.connect(self._redraw_next)
+        self._turn = 0  # index in PLOTS of the plot the timer's next tick redraws
         self.run_id: int | None = None
         self.last_step = 0
         self._sync_legends()
@@ -477,7 +535,7 @@ class CurvesWidget(QWidget):
 
     # ---- data -----------------------------------------------------------------------------------
     def clear(self, title: str = "No run selected", run_id: int | None = None) -> None:
-        """Remove every point and show ``title``."""
+        """Remove every point and show ``title``; the next curves are auto-ranged again."""
         self.run_id = run_id
         self.last_step = 0
         for name in SERIES:
@@ -485,7 +543,41 @@ class CurvesWidget(QWidget):
             self._ema_state[name] = (0.0, 0)
         self._dirty.update(SERIES)
         self.flush()
+        self.reset_view()
+        self._live = False
         self.title.setText(title)
+
+    def reset_view(self) -> None:
+        """Show every point again (auto-range both axes of every plot) and follow the run as it grows.
+
+        A double-click on a plot does this; so does pyqtgraph's "A" button (auto-range)."""
+        self._follow_x = True
+        self._x_range = None
+        for key, plot in self.plots.items():
+            self._follow_y[key] = True
+            self._y_range[key] = None
+            plot.enableAutoRange()
+
+    @property
+    def following(self) -> dict[str, bool]:
+        """Whether the view follows the points as they arrive: ``"x"`` (shared by the plots) and each plot's
+        y (``"outer"``, ``"inner"``, ``"acc"``). Zooming or panning turns an axis off; :meth:`reset_view`
+        (double-click, the "A" button) turns them back on."""
+        x = self._follow_x or any(p.getViewBox().autoRangeEnabled()[0] for p in self.plots.values())
+        return {"x": bool(x), **{key: bool(self._follow_y[key] or self.plots[key].getViewBox().autoRangeEnabled()[1])
+                                 for key in PLOTS}}
+
+    def _on_manual_range(self, key: str, mask: Sequence[bool]) -> None:
+        """The user zoomed or panned plot ``key``: stop following on the axes it changed."""
+        if mask[0]:
+            self._follow_x = False
+        if mask[1]:
+            self._follow_y[key] = False
+
+    def _on_scene_click(self, event: Any) -> None:
+        if event.double() and event.button() == Qt.MouseButton.LeftButton:
+            event.accept()
+            self.reset_view()
 
     def set_title(self, title: str) -> None:
         """Change the heading above the plots."""
@@ -525,6 +617,7 @@ class CurvesWidget(QWidget):
         self.last_step = last
         for name, (steps, times, values) in cols.items():
             self._extend(name, steps, times, values)
+        self._live = True
         self._schedule()
 
     def show_metrics(self, metrics: Mapping[str, Sequence[tuple[int, float, float | None]]],
@@ -533,6 +626,8 @@ class CurvesWidget(QWidget):
         sorted by step), replacing the curves or appending the steps after :attr:`last_step`."""
         if not append:
             self.clear(self.title.text(), self.run_id)
+        else:
+            self._live = True  # a run growing in the store (polled): follow it as a live one
         after = self.last_step
         last = after
         for name, rows in metrics.items():
@@ -549,9 +644,22 @@ class CurvesWidget(QWidget):
         self._schedule()
 
     def flush(self) -> None:
-        """Draw the points added since the last redraw now (normally done by a timer)."""
+        """Draw the points added since the last redraw now, on every plot (normally done by a timer)."""
         self._timer.stop()
-        dirty, self._dirty = self._dirty, set()
+        self._draw(set(self._dirty))
+
+    def _redraw_next(self) -> None:
+        """Timer tick: draw the new points of the next plot in turn. One plot per tick, so that no single
+        event-loop iteration paints all three plots; each still redraws at most :data:`REDRAW_HZ` times a
+        second."""
+        key = list(PLOTS)[self._turn]
+        self._turn = (self._turn + 1) % len(PLOTS)
+        self._draw({n for n in self._dirty if self.plot_of(n) == key})
+        self._schedule()
+
+    def _draw(self, dirty: set[str]) -> None:
+        """Give the curves of the metrics ``dirty`` their points, then follow or auto-range the views."""
+        self._dirty -= dirty
         if not dirty:
             return
         for name in dirty:
@@ -579,12 +687,61 @@ class CurvesWidget(QWidget):
                 smooth.setData([], [])
             mx, my = nonfinite_markers(x, v)
             marks.setData(mx, my)
+        keys = {self.plot_of(n) for n in dirty}
+        if self._live:
+            self._follow_growth(keys)
         # Auto-range now, master (x-linked) plot first: left to each plot's paint, the first plot to paint
         # would move the shared x range after the others painted, and they would all paint twice.
         for plot in self.plots.values():
             plot.getViewBox().updateAutoRange()
-        for key in {SERIES[n].plot for n in dirty} | ({"outer"} if self._shared else set()):
+        for key in {SERIES[n].plot for n in dirty} | keys:
             self._update_texts(key)
+
+    def _follow_growth(self, keys: set[str]) -> None:
+        """Set the followed x range, and the followed y ranges of the plots ``keys``, of a growing run,
+        changing them only when points leave them.
+
+        An axis auto-ranged by pyqtgraph (at the start, after "A", a double-click or an option change) is
+        taken over: its auto-range is turned off and the range is set here from the running bounds of the
+        points, so most redraws change no range and pyqtgraph neither re-ranges nor regenerates ticks."""
+        vbs = [plot.getViewBox() for plot in self.plots.values()]
+        if any(vb.autoRangeEnabled()[0] for vb in vbs):
+            self._follow_x, self._x_range = True, None
+        if self._follow_x:
+            lo, hi = math.inf, -math.inf
+            for name in SERIES:
+                b = self._data[name].bounds[self._x_mode]
+                lo, hi = min(lo, b[0]), max(hi, b[1])
+            if lo <= hi:
+                r = self._x_range
+                if r is None or lo < r[0] or hi > r[1]:
+                    self._x_range = r = (lo, lo + nice_ceil(max(hi - lo, 1.0) * (1 + X_HEADROOM)))
+                    self.plots["outer"].getViewBox().setXRange(*r, padding=VIEW_PADDING)
+                for vb in vbs:
+                    if vb.autoRangeEnabled()[0]:
+                        vb.enableAutoRange(x=False)
+        for key in keys:
+            vb = self.plots[key].getViewBox()
+            if vb.autoRangeEnabled()[1]:
+                self._follow_y[key], self._y_range[key] = True, None
+            if not self._follow_y[key] or (key == "inner" and self._shared):
+                continue
+            log = self._log_y and key != "acc"
+            lo, hi = math.inf, -math.inf
+            for name in SERIES:
+                if self.plot_of(name) == key:
+                    b = self._data[name].bounds["pos" if log else "value"]
+                    lo, hi = min(lo, b[0]), max(hi, b[1])
+            if not lo <= hi:
+                continue  # no point to show yet (or none positive on a log axis)
+            if log:
+                lo, hi = math.log10(lo), math.log10(hi)
+            r = self._y_range[key]
+            if r is None or lo < r[0] or hi > r[1]:
+                self._y_range[key] = r = snapped_range(lo, hi)
+                vb.setYRange(*r, padding=VIEW_PADDING)
+            elif vb.autoRangeEnabled()[1]:
+                vb.enableAutoRange(y=False)
 
     def _update_texts(self, key: str) -> None:
         names = [n for n in SERIES if self.plot_of(n) == key]

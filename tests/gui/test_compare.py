@@ -93,7 +93,7 @@ def test_a_run_keeps_its_colour_across_selections(window, runs):
     window.runs.select_runs([a, c])
     assert cmp.curve_item(a).opts["pen"].color().name() == first
     assert sorted(cmp.legend_labels()) == sorted([f"#{a} maml k5", f"#{c} protonet"])
-    assert run_color(a) == run_color(a + len(PALETTE)) and run_color(a) != run_color(a + 1)
+    assert run_color(a) != run_color(a + len(PALETTE)) and run_color(a) != run_color(a + 1)
     # the curves: outer loss by step, then by time, then meta-val accuracy; smoothing keeps the raw
     x, y = cmp.curve_item(a).getOriginalDataset()
     assert list(x) == list(range(1, 41)) and y[0] == 1.0
@@ -121,8 +121,13 @@ def test_results_table(window, runs):
     rs = cmp.result_row(s)
     assert rs["Meta-test: meta"] == "0.25 ± 0.05 MSE" and rs["Nearest centroid"] == "n/a"
     assert rs["Finetune head"] == "2.5 ± 0.4 MSE (1 diverged)" and rs["Meta-gain"] == "+2.25 ± 0.39 MSE"
-    # a non-finite loss is named in the legend
+    # a non-finite loss is named in the legend and marked on the plot (a red cross at the last finite value)
     assert f"#{b} maml k1 (1 non-finite)" in cmp.legend_labels()
+    mx, my = cmp.marker_item(b).getOriginalDataset()
+    assert list(mx) == [41] and list(my) == [2.0 / 40]
+    assert cmp.marker_item(b).opts["symbol"] == "x" and cmp.marker_item(b).opts["symbolPen"].color().red() == 214
+    assert cmp.marker_item(b) in cmp.plot.listDataItems() and cmp.marker_item(b).isVisible()
+    assert cmp.marker_item(a).getOriginalDataset() == (None, None)  # all finite: no cross
 
 
 def test_csv_export(window, runs, tmp_path, monkeypatch):

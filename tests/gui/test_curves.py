@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from engine import StepRecord
-from gui.widgets.curves import CurvesWidget, ema
+from gui.widgets.curves import CurvesWidget, ema, nice_ceil, snapped_range
 
 
 @pytest.fixture
@@ -158,3 +159,65 @@ def test_100k_points(curves):
     shown = curves.curve("outer_loss").getData()[0]
     assert len(shown) < n / 10  # peak-downsampled for display
     assert curves.summary("outer_loss")["best_step"] == n
+
+
+def _live(curves, first, last):
+    curves.append_records([StepRecord(s, 10**6, s * 0.01, {"outer_loss": 2.0 / s ** 0.5, "query_accuracy": 0.5})
+                           for s in range(first, last + 1)])
+    curves.flush()
+
+
+def test_a_growing_run_is_followed_in_steps(curves):
+    outer, acc = curves.plots["outer"].getViewBox(), curves.plots["acc"].getViewBox()
+    ranges = []
+    for first in range(1, 2000, 25):  # 80 redraws of 25 new points
+        _live(curves, first, first + 24)
+        (x0, x1), (y0, y1) = outer.viewRange()
+        assert x0 <= 1 and x1 >= first + 24  # every point stays in view
+        assert y0 <= 2.0 / (first + 24) ** 0.5 and y1 >= 2.0
+        assert acc.viewRange()[0] == pytest.approx([x0, x1])  # the x axes stay linked
+        if not ranges or x1 != ranges[-1][1]:  # x extended: to a round bound with >= 25% headroom
+            assert (x1 - x0) / 1.04 >= 1.25 * (first + 23)
+        ranges.append((x0, x1, y0, y1))
+    assert len(set(ranges)) <= 16  # the view changed at few redraws, not at each of the 80
+    assert curves.following == {"x": True, "outer": True, "inner": True, "acc": True}
+
+
+def _wheel(curves, key, delta=240):
+    """A real mouse-wheel zoom over the centre of plot ``key``."""
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    view = curves.plots[key].getViewBox().getViewWidget()
+    pos = QPointF(view.viewport().rect().center())
+    event = QWheelEvent(pos, QPointF(view.viewport().mapToGlobal(pos.toPoint())), QPoint(0, 0), QPoint(0, delta),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(view.viewport(), event)
+
+
+def test_zooming_stops_following_until_reset(curves, qtbot):
+    _live(curves, 1, 100)
+    (x0, x1), _y = curves.plots["outer"].getViewBox().viewRange()
+    _wheel(curves, "outer")  # the user zooms in on the outer plot
+    assert curves.following == {"x": False, "outer": False, "inner": True, "acc": True}
+    zoomed = curves.plots["outer"].getViewBox().viewRange()
+    assert zoomed[0][1] - zoomed[0][0] < 0.7 * (x1 - x0)
+    _live(curves, 101, 400)
+    assert curves.plots["outer"].getViewBox().viewRange() == zoomed  # the view stays where the user put it
+    view = curves.plots["outer"].getViewBox().getViewWidget()
+    centre = view.viewport().rect().center()
+    # a double-click as Qt delivers it: press, release, double-click (the second press), release
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+    qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+    qtbot.mouseRelease(view.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+    assert curves.following == {"x": True, "outer": True, "inner": True, "acc": True}
+    _live(curves, 401, 425)
+    (x0, x1), (y0, y1) = curves.plots["outer"].getViewBox().viewRange()
+    assert x0 <= 1 and x1 >= 425 and y0 <= 2.0 / 425 ** 0.5 and y1 >= 2.0  # every point in view again
+
+
+def test_round_bounds_of_a_followed_view():
+    assert [nice_ceil(v) for v in (1.0, 1.1, 7.5, 9.99, 12.5, 3001.0)] == pytest.approx([1, 1.2, 8, 10, 15, 4000])
+    assert snapped_range(0.12, 1.67) == pytest.approx((0.0, 1.8))  # steps of 0.2 ~ span / 10
+    assert snapped_range(0.5, 0.5) == pytest.approx((0.45, 0.55)) and snapped_range(0.0, 0.0) == (-1.0, 1.0)
