@@ -31,6 +31,12 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 run"``, ``"3 runs"``: the count with the noun in the right number (``plural_form`` for irregular
+    nouns, default ``noun + "s"``)."""
+    return f"{count} {noun if count == 1 else (plural_form or noun + 's')}"
+
+
 def _print_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(_json_safe(obj)) + "\n")
     sys.stdout.flush()
@@ -83,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="write runs' stored metrics as CSV (long format: run,step,metric,value,time)")
     _add_common(p)
     p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
-    p.add_argument("--csv", metavar="OUT", required=True, help="the CSV file to write (replaced atomically)")
+    p.add_argument("--csv", metavar="OUT", required=True, help="the CSV file to write (replaced atomically); "
+                   "- writes to standard output")
     p.add_argument("--metric", action="append", default=None, help="only this metric (repeatable)")
     p = sub.add_parser("rename", help="give a run a new name")
     _add_common(p)
@@ -119,8 +126,22 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _drive_session(session, control, args)
 
 
-def _status_printer(quiet: bool):
-    return (lambda m: None) if quiet else (lambda m: sys.stderr.write(f"{m}\n"))
+class _StatusPrinter:
+    """Writes set-up progress lines to stderr (nothing when ``quiet``) and remembers them, so a data
+    warning that repeats a status line (e.g. the embedding-cache summary) is not printed twice."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.shown: set[str] = set()
+
+    def __call__(self, message: str) -> None:
+        self.shown.add(message)
+        if not self.quiet:
+            sys.stderr.write(f"{message}\n")
+
+
+def _status_printer(quiet: bool) -> _StatusPrinter:
+    return _StatusPrinter(quiet)
 
 
 def _drive_session(session, control, args: argparse.Namespace) -> int:
@@ -148,8 +169,10 @@ def _drive_session(session, control, args: argparse.Namespace) -> int:
         nonlocal warned
         if not warned and session.run_id is not None:
             warned = True
+            shown = getattr(session.on_status, "shown", set())
             for w in session.warnings:
-                sys.stderr.write(f"warning: {w}\n")
+                if w not in shown:  # the cache summary is both a status line and a stored note
+                    sys.stderr.write(f"warning: {w}\n")
 
     try:
         for rec in session.run():
@@ -193,7 +216,7 @@ def _drive_session(session, control, args: argparse.Namespace) -> int:
         _print_json(summary)
     else:
         final = ", ".join(f"{k}={v:.4f}" for k, v in session.final_metrics.items())
-        print(f"run {session.run_id} {session.status} after {session.iterations} iterations "
+        print(f"run {session.run_id} {session.status} after {plural(session.iterations, 'iteration')} "
               f"({session.stop_reason}); {final}")
     return 0 if session.status in ("completed", "stopped") else 1
 
@@ -349,8 +372,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from engine.store import RunStore, write_metrics_csv
 
     store = RunStore(args.db)
-    rows = write_metrics_csv(store, args.run_ids, args.csv, names=args.metric)
-    print(f"wrote {rows} rows of runs {', '.join(map(str, args.run_ids))} to {args.csv}")
+    ids = list(dict.fromkeys(args.run_ids))
+    to_stdout = args.csv == "-"
+    rows = write_metrics_csv(store, ids, sys.stdout if to_stdout else args.csv, names=args.metric)
+    runs = f"run {ids[0]}" if len(ids) == 1 else f"runs {', '.join(map(str, ids))}"
+    where = "standard output" if to_stdout else args.csv
+    # With the CSV on stdout the summary goes to stderr, so a pipe receives only CSV.
+    print(f"wrote {plural(rows, 'row')} of {runs} to {where}", file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 
@@ -386,22 +414,25 @@ def cmd_delete(args: argparse.Namespace) -> int:
     runs = [_open_run(args, rid)[1] for rid in dict.fromkeys(args.run_ids)]
     active = [r["id"] for r in runs if r["status"] in ("running", "paused")]  # live: mark_interrupted ran
     if active:
-        raise MetaStudioError(f"run(s) {', '.join(map(str, active))} are still active; nothing was deleted.",
+        which = f"run {active[0]} is" if len(active) == 1 else f"runs {', '.join(map(str, active))} are"
+        raise MetaStudioError(f"{which} still active; nothing was deleted.",
                               field="RUN_ID", hint="Stop them first.")
+    files_of = {r["id"]: len(store.list_checkpoints(r["id"])) for r in runs}
     if not args.yes:
         if not sys.stdin.isatty():
             raise MetaStudioError("not deleting without confirmation.", field="--yes",
                                   hint="Pass --yes to delete from a script.")
         for r in runs:
-            files = len(store.list_checkpoints(r["id"]))
-            print(f"  run {r['id']}: {r['name']} [{r['status']}], {files} checkpoint file(s)")
-        answer = input(f"Delete these {len(runs)} run(s) with their metrics and checkpoint files? [y/N] ")
+            files = files_of[r["id"]]
+            print(f"  run {r['id']}: {r['name']} [{r['status']}], {plural(files, 'checkpoint')}")
+        what = "this run" if len(runs) == 1 else f"these {len(runs)} runs"
+        answer = input(f"Delete {what} with their metrics and checkpoint files? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
     for r in runs:
-        removed = store.delete_run(r["id"])
-        print(f"deleted run {r['id']} ({r['name']}); {len(removed)} checkpoint path(s) removed")
+        store.delete_run(r["id"])
+        print(f"deleted run {r['id']} ({r['name']}) with {plural(files_of[r['id']], 'checkpoint')}")
     return 0
 
 
@@ -411,6 +442,18 @@ def cmd_gui(args: argparse.Namespace) -> int:
     import importlib
 
     return importlib.import_module("gui.app").main(db_path=args.db)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null (after a broken pipe) so the interpreter's final flush cannot fail."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor behind sys.stdout
+        pass
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "runs": cmd_runs, "show": cmd_show, "gui": cmd_gui,
@@ -423,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # The reader went away (`metastudio runs | head -3`): stop quietly, as Unix tools do. Further
+        # writes to the closed pipe (and Python's flush at exit) are sent to /dev/null.
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE (13): the status of a tool that the closed pipe stopped
     except MetaStudioError as err:
         if args.debug:
             traceback.print_exc()

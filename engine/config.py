@@ -6,14 +6,17 @@ A config loads from YAML or JSON (:func:`load_config`), takes ``KEY=VALUE`` over
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, DataError, ModelLoadError
 
 Algorithm = Literal["maml", "fomaml", "reptile", "anil", "metasgd", "protonet", "lora_maml"]
 ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "reptile", "anil", "metasgd", "protonet", "lora_maml")
@@ -98,7 +101,7 @@ class ExperimentConfig(BaseModel):
     val_episodes: int = Field(50, ge=1, description="Episodes per meta-validation.")
     checkpoint_interval: int = Field(
         50, ge=0, description="Save a resumable checkpoint every this many iterations (0 = only when the run "
-                              "ends or is stopped).")
+                              "is paused, stopped or ends).")
     # --- stop condition: smoothed outer-loss plateau ----------------------------------------
     plateau_threshold: float = Field(0.0, ge=0.0, description="Stop when the smoothed outer loss changes less than this (0 = off).")
     plateau_patience: int = Field(50, ge=1, description="... for this many consecutive iterations.")
@@ -206,6 +209,10 @@ def _format_validation_error(err: ValidationError) -> ConfigError:
     if isinstance(cause, _FieldError):
         return ConfigError(cause.message, field=cause.field, hint=cause.hint)
     if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc), list(ExperimentConfig.model_fields), n=1, cutoff=0.6)
+        if close:
+            return ConfigError(f"unknown config key '{loc}'; did you mean {close[0]}?", field=loc,
+                               hint=f"Use {close[0]}.")
         known = ", ".join(sorted(ExperimentConfig.model_fields))
         return ConfigError(f"unknown config key '{loc}'.", field=loc, hint=f"Known keys: {known}.")
     if first["type"] == "literal_error":
@@ -243,7 +250,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"'{p}' must hold a mapping of config keys, not {type(data).__name__}.", field="config")
-    return validate_config(data)
+    return absolute_paths(validate_config(data), base=p.resolve().parent)
 
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
@@ -263,3 +270,103 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
             value = raw  # keep paths and names as typed
         data[key] = value
     return validate_config(data)
+
+
+# ---- local paths ------------------------------------------------------------------------------------
+# Config values that name no file: data-set and model keywords (``hf:NAME`` and hub ids are kept too).
+PATH_KEYWORDS: frozenset[str] = frozenset({"demo", "bundled", *SYNTHETIC_DATASETS})
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def is_local_path(key: str, value: str, base: str | Path | None = None) -> bool:
+    """Whether config ``key`` (``"dataset"`` or ``"model"``) holds a local file/folder path.
+
+    ``dataset``: anything but a keyword (``demo``, ``sinusoid``) or ``hf:NAME`` is a file path.
+    ``model``: a folder that exists (relative to ``base``, default the working folder) or a value that
+    looks like a path (starts with ``.``, ``/`` or ``~``, has a backslash or more than one ``/``); a
+    Hugging Face id such as ``org/name`` is not a path. The same rule as
+    :func:`engine.models.backbone.resolve_model_source`.
+    """
+    if not value or value in PATH_KEYWORDS or value.startswith("hf:"):
+        return False
+    if key == "dataset":
+        return True
+    if key != "model":
+        return False
+    folder = Path(base) if base is not None else Path.cwd()
+    return (value.startswith((".", "/", "~")) or "\\" in value or value.count("/") > 1
+            or (folder / Path(value).expanduser()).exists())
+
+
+def absolute_paths(config: ExperimentConfig, base: str | Path | None = None) -> ExperimentConfig:
+    """``config`` with relative local ``dataset`` / ``model`` paths made absolute (``~`` expanded).
+
+    Args:
+        base: the folder relative paths are resolved against (default: the current working folder);
+            :func:`load_config` passes the config file's folder.
+
+    Keywords (``demo``, ``bundled``, ``sinusoid``), ``hf:NAME`` data sets and hub model ids are kept as
+    they are. Stored runs thus keep working from any folder (``eval``, ``export``, ``resume``).
+    """
+    root = Path(base) if base is not None else Path.cwd()
+    changes = {}
+    for key in ("dataset", "model"):
+        value = getattr(config, key)
+        if is_local_path(key, value, root):
+            p = Path(value).expanduser()
+            absolute = os.path.normpath(p if p.is_absolute() else root / p)
+            if absolute != value:
+                changes[key] = absolute
+    return config.model_copy(update=changes) if changes else config
+
+
+def check_stored_paths(config: Mapping[str, Any], run_id: int, db_path: str | Path | None = None, *,
+                       data: bool = True) -> None:
+    """Explain a missing relative path in a stored run's config (runs created before paths were made
+    absolute stored them as typed, relative to the folder the run was started from).
+
+    Looks for the path relative to the database's folder, its parents and the MetaStudio repository,
+    and names the folder where it exists. Absolute and existing paths pass silently (a missing
+    absolute path is reported by the data/model loaders as usual).
+
+    Args:
+        data: also check ``dataset`` (False: only ``model``, e.g. for an export, which needs no data).
+
+    Raises:
+        DataError: ``dataset`` is a relative path that does not exist from the working folder.
+        ModelLoadError: the same for a ``model`` folder.
+    """
+    for key in ("dataset", "model") if data else ("model",):
+        value = str(config.get(key) or "")
+        if not is_local_path(key, value) or value.startswith(("/", "~")) or Path(value).exists():
+            continue
+        candidates = [REPO_ROOT, REPO_ROOT.parent]
+        if db_path is not None:
+            db_folder = Path(db_path).expanduser().resolve().parent
+            candidates = [db_folder, *list(db_folder.parents)[:3], *candidates]
+        found = next((c for c in dict.fromkeys(candidates) if (c / value).exists()), None)
+        where = (f"It exists relative to '{found}': run the command from there (cd {found}), or"
+                 if found is not None else "Run the command from the folder the run was started in, or")
+        what = "data file" if key == "dataset" else "model folder"
+        message = (f"run {run_id} stored the relative {what} path '{value}' (runs made before paths were "
+                   f"stored as absolute paths keep them as typed), and it does not exist from '{Path.cwd()}'.")
+        hint = f"{where} start a new run with an absolute path."
+        raise (DataError if key == "dataset" else ModelLoadError)(message, field=key, hint=hint)
+
+
+# Hyperparameters that fit a task family better than the global defaults (which suit text heads).
+_RECOMMENDED: dict[str, dict[str, Any]] = {
+    # Finn et al. 2017, sinusoid regression (see benchmarks/sinusoid.py, resources/presets/maml_sinusoid.yaml)
+    "sinusoid": {"inner_lr": 0.01, "outer_lr": 1e-3, "k_shot": 5, "q_query": 5, "meta_batch_size": 25,
+                 "inner_steps": 1},
+}
+
+
+def recommended_overrides(dataset: str) -> dict[str, Any]:
+    """Config values recommended for ``dataset`` instead of the global defaults (a new dict; empty when
+    the defaults fit).
+
+    ``sinusoid`` gets the MAML paper's settings (inner_lr 0.01 etc.): the default inner_lr 0.5 suits
+    text heads and makes the sinusoid MLP diverge. A UI can apply these when the user picks the data set.
+    """
+    return dict(_RECOMMENDED.get(dataset, {}))

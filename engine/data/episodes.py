@@ -57,10 +57,11 @@ class EpisodeSampler:
         need = k_shot + q_query
         small = [f"{c!r} ({len(self.class_rows[c])})" for c in self.classes if len(self.class_rows[c]) < need]
         if small:
+            fit = min(len(r) for r in self.class_rows.values()) - q_query
             raise DataError(
-                f"{len(small)} label(s) in the {split_name} split have fewer than k_shot + q_query = {need} "
-                f"examples: {', '.join(small[:10])}{' ...' if len(small) > 10 else ''}.",
-                field="k_shot", hint="Lower k_shot or q_query, or set drop_small_labels=true to drop them.")
+                f"{_count(len(small), 'label')} in the {split_name} split {'has' if len(small) == 1 else 'have'} "
+                f"fewer than k_shot + q_query = {need} examples: {_few(small)}.", field="k_shot",
+                hint=f"Use k_shot ≤ {fit} with q_query = {q_query}." if fit >= 1 else "Lower q_query.")
         if len(self.classes) < n_way:
             raise DataError(f"the {split_name} split has {len(self.classes)} label(s) but n_way = {n_way}.",
                             field="n_way", hint="Lower n_way, or use a data set with more labels.")
@@ -87,6 +88,33 @@ class EpisodeSampler:
     def sample_batch(self, size: int) -> list[Episode]:
         """Draw ``size`` episodes (one meta-batch)."""
         return [self.sample() for _ in range(size)]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _few(items: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` items, then how many more (messages stay readable under a form field)."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def largest_k_shot(counts: dict[str, int], split: LabelSplit, n_way: int, q_query: int,
+                   drop_small_labels: bool) -> int:
+    """The largest K for which every meta-split can supply N-way K-shot episodes with ``q_query`` queries.
+
+    Without ``drop_small_labels`` every label of the split must hold K + Q examples; with it, only the
+    ``n_way`` largest labels of each split must. Returns 0 or less when no K fits (then Q or N is the
+    problem); ``counts`` maps each label to its number of examples.
+    """
+    fits = []
+    for name in ("train", "val", "test"):
+        sizes = sorted((counts.get(lab, 0) for lab in split.labels(name)), reverse=True)
+        if len(sizes) < n_way:
+            return 0
+        fits.append((sizes[n_way - 1] if drop_small_labels else sizes[-1]) - q_query)
+    return min(fits)
 
 
 def class_rows(data: LabelledData, labels: Sequence[str]) -> dict[str, np.ndarray]:
@@ -127,26 +155,46 @@ def prepare_tasks(data: LabelledData, split: LabelSplit, n_way: int, k_shot: int
     for lab in data.labels:
         counts[lab] = counts.get(lab, 0) + 1
     dropped: list[str] = []
+    split_before = split
     if drop_small_labels:
         dropped = sorted(lab for lab, c in counts.items() if c < need)
         keep = lambda labs: tuple(x for x in labs if counts.get(x, 0) >= need)  # noqa: E731
         split = LabelSplit(keep(split.train), keep(split.val), keep(split.test), split.origin)
         if dropped:
-            data.warnings.append(f"dropped {len(dropped)} label(s) with fewer than {need} examples: "
-                                 f"{', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''}.")
-    problems = []
-    for name in ("train", "val", "test"):
-        labs = split.labels(name)
-        small = [f"{lab!r} ({counts.get(lab, 0)})" for lab in labs if counts.get(lab, 0) < need]
-        if small:
-            problems.append(f"meta-{name}: {', '.join(small[:8])}{' ...' if len(small) > 8 else ''}")
-    if problems:
-        raise DataError(f"label(s) with fewer than k_shot + q_query = {need} examples — {'; '.join(problems)}.",
-                        field="k_shot", hint="Lower k_shot or q_query, or set drop_small_labels=true to drop them.")
+            data.warnings.append(f"dropped {_count(len(dropped), 'label')} with fewer than {need} examples: "
+                                 f"{_few(dropped, 10)}.")
+    small = {name: [lab for lab in split.labels(name) if counts.get(lab, 0) < need] for name in ("train", "val", "test")}
+    n_small = sum(len(v) for v in small.values())
+    if n_small:
+        named = sorted((lab for labs in small.values() for lab in labs), key=lambda lab: (counts.get(lab, 0), lab))
+        per_split = ", ".join(f"meta-{name} {len(labs)} of {len(split.labels(name))}"
+                              for name, labs in small.items() if labs)
+        fit = largest_k_shot(counts, split, n_way, q_query, drop_small_labels=False)
+        hints = [f"Use k_shot ≤ {fit} (with q_query = {q_query}, every label has enough examples)" if fit >= 1
+                 else f"No k_shot fits every label with q_query = {q_query}; lower q_query"]
+        if all(len(split.labels(name)) - len(small[name]) >= n_way for name in small):
+            hints.append(f"or set drop_small_labels=true to drop these {_count(n_small, 'label')}")
+        else:
+            fit_drop = largest_k_shot(counts, split, n_way, q_query, drop_small_labels=True)
+            if fit_drop > fit:
+                hints.append(f"or use k_shot ≤ {fit_drop} with drop_small_labels=true (keeps at least "
+                             f"n_way = {n_way} labels per split)")
+        raise DataError(f"{_count(n_small, 'label')} {'has' if n_small == 1 else 'have'} fewer than k_shot + "
+                        f"q_query = {need} examples ({per_split}): "
+                        f"{_few([f'{lab!r} ({counts.get(lab, 0)})' for lab in named])}.",
+                        field="k_shot", hint=", ".join(hints) + ".")
     for name in ("train", "val", "test"):
         labs = split.labels(name)
         if len(labs) < n_way:
-            raise DataError(f"the meta-{name} split has {len(labs)} label(s) but n_way = {n_way} "
-                            f"(the data set has {len(counts)} labels in all).", field="n_way",
-                            hint="Lower n_way, change val/test fractions, or use a data set with more labels.")
+            dropped_note = ""
+            if dropped:
+                fit_drop = largest_k_shot(counts, split_before, n_way, q_query, drop_small_labels=True)
+                dropped_note = (f" after drop_small_labels dropped {_count(len(dropped), 'label')} with fewer than "
+                                f"{need} examples" + (f"; the largest k_shot that keeps {n_way} labels in every "
+                                                      f"split is {fit_drop}" if fit_drop >= 1 else ""))
+            raise DataError(f"the meta-{name} split has {_count(len(labs), 'label')} but n_way = {n_way}"
+                            f"{dropped_note} (the data set has {len(counts)} labels in all).", field="n_way",
+                            hint="Lower n_way or k_shot, change val/test fractions, or use a data set with more "
+                                 "labels." if dropped else
+                                 "Lower n_way, change val/test fractions, or use a data set with more labels.")
     return TaskData(data, split, tuple(dropped))

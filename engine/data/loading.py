@@ -107,6 +107,14 @@ def _read_jsonl(raw: str, path: Path) -> tuple[list[dict], list[str]]:
 
 
 def _read_csv(raw: str, path: Path) -> tuple[list[dict], list[str]]:
+    """Rows of a CSV/TSV file as dicts keyed by the header (short rows lack the missing keys).
+
+    Raises:
+        DataError: a quote that is never closed, or another syntax error (naming the line); a row with
+            more non-empty fields than the header has (naming the line: the usual cause is an unquoted
+            delimiter inside the text, which would shift the label column, so such rows are refused
+            rather than read with a wrong label). Extra empty fields (a trailing delimiter) are ignored.
+    """
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         sample = raw[:4096]
@@ -114,12 +122,37 @@ def _read_csv(raw: str, path: Path) -> tuple[list[dict], list[str]]:
             delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
     except csv.Error:
         pass
-    reader = csv.DictReader(io.StringIO(raw), delimiter=delimiter)
+    shown = "tab" if delimiter == "\t" else repr(delimiter)
+    reader = csv.reader(io.StringIO(raw), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    rows: list[dict] = []
+    too_long: list[int] = []
+    start = 1  # the physical line the record being read starts on
     try:
-        rows = list(reader)
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if header is None:
+                header = record
+                continue
+            if not record:
+                continue  # a blank line
+            if len(record) > len(header) and any(f.strip() for f in record[len(header):]):
+                too_long.append(line)
+            rows.append(dict(zip(header, record, strict=False)))
     except csv.Error as err:
-        raise DataError(f"'{path.name}' is not valid CSV: {err}", field="dataset") from None
-    return rows, list(reader.fieldnames or [])
+        if reader.line_num > start or "end of data" in str(err):
+            raise DataError(f"'{path.name}' is not valid CSV: the quote opened on line {start} is never closed "
+                            f"(the field runs on to line {reader.line_num}).", field="dataset",
+                            hint='Close the quote, or write a quote inside a quoted field as "".') from None
+        raise DataError(f"'{path.name}' is not valid CSV at line {start}: {err}.", field="dataset",
+                        hint='Quote fields that hold the delimiter or quotes; write a quote inside a quoted '
+                             'field as "".') from None
+    if too_long:
+        more = f" (and {len(too_long) - 1} more rows)" if len(too_long) > 1 else ""
+        raise DataError(f"line {too_long[0]} of '{path.name}' has more fields than the header's {len(header or [])} "
+                        f"(delimiter {shown}){more}; an unquoted delimiter inside a text would shift the label.",
+                        field="dataset", hint="Quote texts that contain the delimiter, e.g. \"hello, world\",greet.")
+    return rows, list(header or [])
 
 
 def _read_parquet(path: Path) -> tuple[list[dict], list[str]]:

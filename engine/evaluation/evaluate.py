@@ -262,7 +262,7 @@ def evaluate_run(store, run_id: int, episodes: int = 600, seed: int = 0, *, devi
         DataError: the data set changed since training (its label split differs from the stored one).
         ConfigError, ModelLoadError, DeviceError: rebuilding the run failed.
     """
-    from engine.config import validate_config
+    from engine.config import check_stored_paths, validate_config
     from engine.training.trainer import MetaTrainer
 
     say = status or (lambda _m: None)
@@ -273,6 +273,7 @@ def evaluate_run(store, run_id: int, episodes: int = 600, seed: int = 0, *, devi
                               hint="List runs with: metastudio runs") from None
     path = _final_checkpoint(store, run_id, run["status"])
     cfg = run["config"]
+    check_stored_paths(cfg, run_id, store.path)
     if device is not None:
         cfg = {**cfg, "device": device}
     config = validate_config(cfg)

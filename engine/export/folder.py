@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from engine.config import validate_config
+from engine._files import follow_umask
+from engine.config import check_stored_paths, validate_config
 from engine.errors import MetaStudioError, ModelLoadError, StoreError
 from engine.export.classifier import FewShotClassifier
 from engine.export.model_card import render_model_card
@@ -56,12 +57,22 @@ def _non_encoder_state(trainer) -> dict[str, torch.Tensor]:
 
 
 def _check_target(out_dir: Path, overwrite: bool) -> Path:
+    """The resolved target folder; refuses a file, and a non-empty folder unless ``overwrite`` is set and
+    the folder is a previous MetaStudio export (holds ``metastudio.json``): ``overwrite`` never deletes
+    unrelated files."""
     out = out_dir.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise MetaStudioError(f"'{out}' exists and is a file.", field="OUT_DIR", hint="Pick a folder path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise MetaStudioError(f"'{out}' is not empty.", field="OUT_DIR",
-                              hint="Pick an empty or new folder, or pass --overwrite.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise MetaStudioError(f"'{out}' is not empty.", field="OUT_DIR",
+                                  hint="Pick an empty or new folder, or pass --overwrite to replace a "
+                                       "previous export.")
+        if not (out / META_FILE).is_file():
+            shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+            raise MetaStudioError(f"'{out}' is not empty and is not a MetaStudio export (no {META_FILE}; it "
+                                  f"holds {shown}...); --overwrite only replaces a previous export.",
+                                  field="OUT_DIR", hint="Pick an empty or new folder; nothing was changed.")
     return out
 
 
@@ -69,8 +80,12 @@ def export_trainer(trainer, out_dir: str | Path, run: dict[str, Any], evaluation
                    *, overwrite: bool = False) -> Path:
     """Write ``trainer``'s model (meta-state already loaded) as an export folder at ``out_dir``.
 
+    ``overwrite`` replaces a previous export (a folder holding ``metastudio.json``) as a whole; any other
+    non-empty folder is refused. Files and folders get the usual modes (0644 / 0755 with umask 022).
+
     Raises:
-        MetaStudioError: ``out_dir`` is a file, or non-empty without ``overwrite``.
+        MetaStudioError: ``out_dir`` is a file, or non-empty without ``overwrite``, or non-empty and not a
+            previous export.
         StoreError: the disk is full or the folder is not writable (nothing is left behind).
     """
     out = _check_target(Path(out_dir), overwrite)
@@ -94,6 +109,7 @@ def export_trainer(trainer, out_dir: str | Path, run: dict[str, Any], evaluation
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(render_model_card(meta), encoding="utf-8")
+        follow_umask(tmp)  # mkdtemp / the atomic tensor writer create private (0700 / 0600) entries
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -112,11 +128,21 @@ def export_trainer(trainer, out_dir: str | Path, run: dict[str, Any], evaluation
 
 
 def restore_run(store: RunStore, run_id: int, *, device: str | None = None,
-                status: Callable[[str], None] | None = None):
+                status: Callable[[str], None] | None = None, with_data: bool = True):
     """Rebuild a stored run's trainer (data, model, algorithm) with its final meta-parameters loaded.
 
+    Args:
+        with_data: also load the data set and episode features (``MetaTrainer.prepare``). False builds
+            only the model and the algorithm (``MetaTrainer.build_model``): enough to export or to
+            classify, and works after the data file moved; ``trainer.tasks`` is then None.
+
+    Returns:
+        ``(run_row, trainer)``.
+
     Raises:
-        MetaStudioError: no such run or no final checkpoint; the errors of ``MetaTrainer.prepare``.
+        MetaStudioError: no such run or no final checkpoint; the errors of ``MetaTrainer.prepare``
+            (``build_model`` with ``with_data=False``); a relative stored path that does not exist from
+            here (see :func:`engine.config.check_stored_paths`).
     """
     from engine.training.trainer import MetaTrainer
 
@@ -130,10 +156,15 @@ def restore_run(store: RunStore, run_id: int, *, device: str | None = None,
         raise MetaStudioError(f"run {run_id} ({run['status']}) has no final checkpoint.", field="RUN_ID",
                               hint="Export or evaluate a completed or stopped run.")
     cfg = dict(run["config"])
+    check_stored_paths(cfg, run_id, store.path, data=with_data)
     if device is not None:
         cfg["device"] = device
     trainer = MetaTrainer(validate_config(cfg), status=status)
-    trainer.prepare()
+    if with_data or trainer.config.dataset == "sinusoid":
+        trainer.prepare()
+    else:
+        trainer.device = resolve_device(trainer.config.device)
+        trainer.build_model()
     trainer.load_meta_state(load_tensors(finals[-1]["path"]))
     trainer.model.eval()
     return run, trainer
@@ -143,11 +174,15 @@ def export_run(store: RunStore, run_id: int, out_dir: str | Path, *, overwrite: 
                device: str | None = "cpu", status: Callable[[str], None] | None = None) -> Path:
     """Export a finished or stopped run to ``out_dir`` (see the module docstring for the layout).
 
+    The data set is not read: the model, head and label split come from the run's checkpoint and row,
+    so a run exports after its data file moved.
+
     Raises:
-        MetaStudioError: no such run, no checkpoint, a sinusoid run, or a non-empty target.
+        MetaStudioError: no such run, no checkpoint, a sinusoid run, or a non-empty target that is not a
+            previous export (see :func:`export_trainer`).
     """
     _check_target(Path(out_dir), overwrite)
-    run, trainer = restore_run(store, run_id, device=device, status=status)
+    run, trainer = restore_run(store, run_id, device=device, status=status, with_data=False)
     evaluations = [e["result"] for e in store.list_evaluations(run_id)] if hasattr(store, "list_evaluations") else []
     return export_trainer(trainer, out_dir, run, evaluations, overwrite=overwrite)
 
@@ -169,6 +204,12 @@ def load_checkpoint(folder: str | Path, device: str = "auto") -> FewShotClassifi
 
     root = Path(folder).expanduser().resolve()
     meta_path = root / META_FILE
+    if not root.exists():
+        raise ModelLoadError(f"export folder '{root}' does not exist.", field="folder",
+                             hint="Check the path, or export a run first with 'metastudio export RUN_ID FOLDER'.")
+    if not root.is_dir():
+        raise ModelLoadError(f"'{root}' is a file, not an export folder.", field="folder",
+                             hint="Pick the folder written by 'metastudio export' or the Export dialog.")
     if not meta_path.is_file():
         raise ModelLoadError(f"'{root}' is not a MetaStudio export (no {META_FILE}).", field="folder",
                              hint="Pick a folder written by 'metastudio export' or the Export dialog.")

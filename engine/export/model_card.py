@@ -5,18 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 
+def _number(value: Any, percent: bool) -> str:
+    """A stored score as the CLI shows it: a fraction as a percentage with 2 decimals, an MSE with 4."""
+    if not isinstance(value, int | float):
+        return "n/a" if value is None else str(value)  # "inf" / "nan" as stored
+    return f"{100 * value:.2f}" if percent else f"{value:.4f}"
+
+
 def _fmt_eval(result: dict[str, Any]) -> list[str]:
-    lines = ["| method | score | 95% CI |", "|---|---|---|"]
-    for method, r in result.get("methods", {}).items():
-        key = "accuracy" if "accuracy" in r else "mse"
-        val = r.get(key)
-        ci = r.get("ci95")
-        shown = f"{val * 100:.2f}%" if key == "accuracy" and val is not None else f"{val}"
-        ci_s = f"± {ci * 100:.2f}" if key == "accuracy" and ci is not None else f"± {ci}"
-        lines.append(f"| {method} | {shown} ({key}) | {ci_s} |")
+    """The meta-test table: accuracy in % (or MSE) ± 95% CI per method, then the paired meta-gain."""
+    methods = result.get("methods", {})
+    regression = any("mse" in r for r in methods.values())
+    lines = ["| method | accuracy | 95% CI |" if not regression else "| method | MSE | 95% CI |", "|---|---|---|"]
+    for method, r in methods.items():
+        if regression:
+            lines.append(f"| {method} | {_number(r.get('mse'), False)} | ± {_number(r.get('ci95'), False)} |")
+        else:
+            lines.append(f"| {method} | {_number(r.get('accuracy'), True)}% | ± {_number(r.get('ci95'), True)} |")
     gain = result.get("meta_gain")
     if gain:
-        lines.append(f"\nMeta-gain (meta − fine-tuned head, paired): {gain.get('value')} ± {gain.get('ci95')}.")
+        value, ci = gain.get("value"), gain.get("ci95")
+        sign = "+" if isinstance(value, int | float) and value >= 0 else ""
+        if regression:
+            lines.append(f"\nMeta-gain (fine-tuned head MSE − meta MSE, paired): {sign}{_number(value, False)} "
+                         f"± {_number(ci, False)}.")
+        else:
+            lines.append(f"\nMeta-gain (meta − fine-tuned head, paired): {sign}{_number(value, True)} "
+                         f"± {_number(ci, True)} points.")
     return lines
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from engine._files import current_umask
 from engine.errors import ConfigError, MetaStudioError, StoreError
 
 if TYPE_CHECKING:
@@ -214,6 +215,7 @@ def export_onnx(classifier: FewShotClassifier, path: str | Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         tmp_file = Path(name)
+        os.chmod(tmp_file, 0o666 & ~current_umask())  # mkstemp makes it private (0600)
         with os.fdopen(fd, "wb") as f:
             f.write(proto.SerializeToString())
         tmp_tok = Path(tempfile.mkdtemp(prefix=f".{out.stem}.tokenizer-", dir=out.parent))

@@ -56,7 +56,8 @@ class FeatureSource:
         device: where inputs are placed.
         frozen: precompute pooled embeddings for ``rows`` (True) or tokenise per call (False).
         rows: the row indices that episodes may use (those of the split labels); None = all.
-        progress: called with (done, total) while precomputing.
+        progress: called with (done, total) while precomputing: first (0, total) when ``total`` texts
+            are about to be encoded (never when every text comes from a cache).
         cache_key: identifies the frozen encoder and the texts (see ``MetaTrainer``); when given, the
             last table computed in this process with the same key is reused (read-only) and
             ``encoded_count`` stays 0.
@@ -144,6 +145,8 @@ class FeatureSource:
                 emb[torch.from_numpy(idx).to(dev)] = torch.cat([found[i] for i in idx]).to(dev)
         missing = sorted(np.flatnonzero(~hit).tolist(), key=lambda i: len(uniq[i]))
         self.stats.hits, self.stats.misses = int(hit.sum()), len(missing)
+        if progress and missing:  # (0, total): encoding starts (nothing is announced on a full cache hit)
+            progress(0, len(missing))
         chunk = max(batch_size * 8, 1024)
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
@@ -197,6 +200,8 @@ class FeatureSource:
                 states[i] = found[i].to(dev)
         missing = sorted(np.flatnonzero(~hit).tolist(), key=lambda i: len(uniq[i]))
         self.stats.hits, self.stats.misses = int(hit.sum()), len(missing)
+        if progress and missing:  # (0, total): encoding starts (nothing is announced on a full cache hit)
+            progress(0, len(missing))
         chunk = max(batch_size * 8, 1024)
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from engine.config import ExperimentConfig, validate_config
+from engine.config import ExperimentConfig, absolute_paths, check_stored_paths, validate_config
 from engine.errors import (
     ConfigError,
     DataError,
@@ -77,7 +77,8 @@ class TrainingSession:
     """Prepare, run and store one meta-training run.
 
     Args:
-        config: the experiment (None when ``resume_run_id`` is given: the stored config is used).
+        config: the experiment (None when ``resume_run_id`` is given: the stored config is used); relative
+            local ``dataset`` / ``model`` paths are resolved against the working folder now (stored absolute).
         db_path: the run database (None = the default location).
         control: stop/pause flags shared with the caller's UI.
         on_status: receives set-up progress text (called in the iterating thread).
@@ -98,7 +99,8 @@ class TrainingSession:
                  flush_interval_s: float = 0.5, resume_run_id: int | None = None) -> None:
         if config is None and resume_run_id is None:
             raise ConfigError("no experiment config given.", field="config", hint="Pass a config or a run to resume.")
-        self.config = config
+        # Relative data/model paths are made absolute now, so the stored run works from any folder later.
+        self.config = absolute_paths(config) if config is not None else None
         self.db_path = db_path
         self.control = control or RunControl()
         self.on_status = on_status or (lambda _m: None)
@@ -146,6 +148,7 @@ class TrainingSession:
         store.mark_interrupted()
         row = self._resumable_row(store) if self.resume_run_id is not None else None
         if row is not None:
+            check_stored_paths(row["config"], row["id"], store.path)
             self.config = validate_config(row["config"])
         trainer = self.trainer = MetaTrainer(self.config, self.control, status=self.on_status)
         oom: str | None = None

@@ -174,7 +174,7 @@ class MetaTrainer:
         rows = np.concatenate([v for v in class_rows(self.tasks.data, [
             *self.tasks.split.train, *self.tasks.split.val, *self.tasks.split.test]).values()])
         n_rows = len(rows)
-        self._status(f"encoding {n_rows} texts once (frozen encoder)" if frozen else "preparing the encoder")
+        self._status(f"preparing features of {n_rows} texts" + (" (frozen encoder)" if frozen else ""))
         cache_key = (encoder.info.fingerprint, _weights_stamp(encoder.info.source), self.tasks.data.fingerprint,
                      c.text_column, c.label_column, c.max_length, encoder.pooling, second_order)
         # Frozen encoder: pooled embeddings once per text; only the top layers trained/adapted: the frozen
@@ -183,7 +183,8 @@ class MetaTrainer:
         what = "frozen encoder" if frozen else f"bottom {encoder.num_layers - top} layers"
         self.features = FeatureSource(
             encoder, self.tasks.data.texts, self.device, frozen, rows,
-            progress=lambda d, t: self._status(f"encoding texts {d}/{t} ({what})"), cache_key=cache_key,
+            progress=lambda d, t: self._status(f"encoding {t} texts once ({what})" if d == 0
+                                               else f"encoding texts {d}/{t} ({what})"), cache_key=cache_key,
             top_layers=top)
         self.cache_summary: str | None = self.features.summary()
         for note in [self.cache_summary, *self.features.notes, *self.features.stats.errors[:3]]:
@@ -320,9 +321,12 @@ class MetaTrainer:
             elapsed += time.perf_counter() - t0
             yield StepRecord(step, c.meta_iterations, elapsed, metrics)
             if bad:
+                hint = "Lower inner_lr or outer_lr, or use fewer inner steps."
+                if c.dataset == "sinusoid" and c.inner_lr > 0.01:
+                    hint = "use inner_lr 0.01 (see resources/presets/maml_sinusoid.yaml)."
                 raise DivergenceError(
                     f"diverged at iteration {step} (inner lr too high?): {', '.join(bad)} = {metrics[bad[0]]}.",
-                    field="inner_lr", hint="Lower inner_lr or outer_lr, or use fewer inner steps.")
+                    field="inner_lr", hint=hint)
             if self.plateau.update(metrics["outer_loss"]):
                 self.stop_reason = "plateau"
                 return

@@ -97,10 +97,10 @@ def test_too_few_examples_and_labels(tmp_path, capsys, tiny_bert):
     # with the option the label is dropped (and named in the warnings) and the run starts
     rc, err, out = run_cli(capsys, db, *base, "drop_small_labels=true", "meta_iterations=2", "val_episodes=2")
     assert rc == 0, err
-    assert any(ln.startswith("warning: dropped 1 label(s)") and "rare_label" in ln for ln in err), err
+    assert any(ln.startswith("warning: dropped 1 label with") and "rare_label" in ln for ln in err), err
 
     db2 = tmp_path / "runs2.db"  # 15 labels -> 3 meta-val labels, fewer than N = 4
-    line = assert_rejected(capsys, db2, "the meta-val split has 3 label(s) but n_way = 4", f"model={tiny_bert}",
+    line = assert_rejected(capsys, db2, "the meta-val split has 3 labels but n_way = 4", f"model={tiny_bert}",
                            f"dataset={data}", "n_way=4", "k_shot=2", "q_query=2", "drop_small_labels=true",
                            field="n_way")
 

@@ -94,8 +94,13 @@ def test_export_refuses_non_empty_folder_and_leaves_nothing_on_crash(db_path, tm
         export_run(store, run_id, exports / "new")
     assert sorted(p.name for p in exports.iterdir()) == ["busy"]
     monkeypatch.undo()
-    out = export_run(store, run_id, target, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "metastudio.json").exists()
+    with pytest.raises(MetaStudioError, match="not a MetaStudio export"):  # --overwrite keeps unrelated files
+        export_run(store, run_id, target, overwrite=True)
+    assert (target / "keep.txt").read_text() == "mine"
+    out = export_run(store, run_id, exports / "new")
+    (out / "stale.txt").write_text("old")
+    out = export_run(store, run_id, out, overwrite=True)  # a previous export is replaced as a whole
+    assert not (out / "stale.txt").exists() and (out / "metastudio.json").exists()
     clf = load_checkpoint(out, device="cpu")
     assert labels(clf)[:3] == ["alarm", "weather", "music"]
 
