@@ -50,7 +50,7 @@ from gui.widgets.curves import CurvesWidget
 from gui.widgets.experiment_form import ExperimentForm
 from gui.widgets.playground import PlaygroundWidget
 from gui.widgets.run_list import RunDetails, RunListView, RunNotesEdit, format_duration
-from gui.worker import TrainingWorker
+from gui.worker import ReportingRunControl, TrainingWorker
 
 
 def stored_records(metrics: dict[str, list[tuple[int, float, float]]], total: int,
@@ -65,6 +65,14 @@ def stored_records(metrics: dict[str, list[tuple[int, float, float]]], total: in
     return [by_step[s] for s in sorted(by_step)]
 
 ACTIVE = ("running", "paused")
+
+
+def is_regression(config: dict[str, Any]) -> bool:
+    """A stored run config trains a regression task (sinusoid): no accuracy to plot."""
+    try:
+        return validate_config(config).task_type == "regression"
+    except MetaStudioError:  # an old or hand-edited config: judge by the data set alone
+        return config.get("dataset") == "sinusoid"
 
 
 def _probe_devices() -> list[str]:
@@ -111,6 +119,7 @@ class MainWindow(QMainWindow):
         self._live_run_id: int | None = None
         self._live_records: list[StepRecord] = []
         self._live_config: ExperimentConfig | None = None
+        self._paused_at: int | None = None  # the iteration the live run holds after (None: not holding)
         self._plot_live = False
         self._close_after_run = False
         self._closed = False
@@ -161,6 +170,7 @@ class MainWindow(QMainWindow):
         # CUDA/MPS are known once torch is in: the probe below imports it off the GUI thread
         self.form = ExperimentForm(config, devices=["auto", "cpu"])
         self.form.validityChanged.connect(self._update_buttons)
+        self.form.changed.connect(self._on_form_edited)
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start meta-training with this experiment (Ctrl+Return).\n"
                                      "One run at a time: Start is disabled while a run is active.")
@@ -206,7 +216,6 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 3)
         split.setStretchFactor(2, 5)
-        split.setSizes([640, 410, 630])
         split.setChildrenCollapsible(False)
         self.setCentralWidget(split)
         self.splitter = split
@@ -223,6 +232,14 @@ class MainWindow(QMainWindow):
 
         self._build_menu()
         self.resize(1680, 980)
+        # the form gets the width it needs (no horizontal scrolling), the run list its main columns
+        form_w = self.form.minimumWidth() + 40
+        split.setSizes([610, form_w, 1680 - 610 - form_w])
+
+        self._details_timer = QTimer(self)  # the selected live run's iteration count in the details
+        self._details_timer.setSingleShot(True)
+        self._details_timer.setInterval(250)
+        self._details_timer.timeout.connect(self._show_live_iterations)
 
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setInterval(refresh_ms)
@@ -287,6 +304,12 @@ class MainWindow(QMainWindow):
         self.status_label.setText(text)
         self.status_label.setToolTip(text)
 
+    @Slot()
+    def _on_form_edited(self) -> None:
+        """An edit answers a "Not started: ..." message (the form re-checks the field itself): drop it."""
+        if self.status_label.text().startswith("Not started"):
+            self._set_status("Ready.")
+
     def _reset_progress(self) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -332,6 +355,8 @@ class MainWindow(QMainWindow):
             self._shown_run = row
             self.details.show_run(row)
             self.notes.show_run(row)
+            if rid == self._live_run_id and self._live_records:  # the store lags the live records
+                self.details.set_iterations(self._live_records[-1].step, self._live_records[-1].total)
         if not self._plot_live and self.curves.run_id == rid and row.get("status") in ACTIVE:
             self.curves.show_metrics(self.store.get_metrics(rid, after_step=self.curves.last_step), append=True)
             self.curves.set_title(self._run_title(row))
@@ -372,10 +397,13 @@ class MainWindow(QMainWindow):
         self.details.show_run(run)
         self.notes.show_run(run)
         self._update_buttons()
+        self.curves.set_accuracy_shown(not is_regression(run.get("config") or {}))
         if self.running and run_id == self._live_run_id:
             self._plot_live = True
             self.curves.clear(self._run_title(run), run_id)
             self.curves.append_records(self._live_records)
+            if self._live_records:
+                self.details.set_iterations(self._live_records[-1].step, self._live_records[-1].total)
             return
         self._plot_live = False
         self.curves.clear(self._run_title(run), run_id)
@@ -492,6 +520,7 @@ class MainWindow(QMainWindow):
         except (MetaStudioError, KeyError) as err:
             self.show_error("Cannot resume this run", str(err))
             return False
+        self.form.set_config(config)  # the (disabled) form shows what is running, not the last copied config
         return self._launch(config, resume_run_id=rid)
 
     @Slot()
@@ -513,9 +542,11 @@ class MainWindow(QMainWindow):
         self._live_records = []
         self._plot_live = True
         self.curves.clear(f"Preparing: {config.display_name}")
+        self.curves.set_accuracy_shown(config.task_type != "regression")
         self.progress.setRange(0, 0)  # busy until the first record
         self.progress.setFormat("preparing…")
-        self._control = RunControl()
+        self._paused_at = None
+        self._control = ReportingRunControl()
         self._worker = TrainingWorker(config, self.db_path, self._control, resume_run_id=resume_run_id)
         self._thread = QThread(self)
         self._thread.setObjectName("metastudio-training")
@@ -525,6 +556,8 @@ class MainWindow(QMainWindow):
         self._worker.records.connect(self._on_records)
         self._worker.rejected.connect(self._on_rejected)
         self._worker.failed.connect(self._on_failed)
+        self._worker.paused.connect(self._on_paused)
+        self._worker.resumed.connect(self._on_resumed)
         self._worker.finished.connect(self._on_worker_finished)
         # Direct: quit() is thread-safe, and shutdown() may be blocking the GUI thread in wait().
         self._worker.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
@@ -543,11 +576,61 @@ class MainWindow(QMainWindow):
             return
         if self._control.paused:
             self._control.resume()
-            self._set_status("Resumed.")
+            if self._paused_at is None:  # the pause had not taken effect yet
+                self._set_status("Resumed.")
         else:
             self._control.pause()
-            last = self._live_records[-1].step if self._live_records else 0
-            self._set_status(f"Paused after iteration {last}." if last else "Pausing once set-up is done…")
+            # the iteration in progress finishes first; _on_paused says where the run holds
+            self._set_status("Pausing after the current iteration…" if self._live_records
+                             else "Pausing once set-up is done…")
+        self._update_buttons()
+
+    def _live_title(self, status: str) -> None:
+        """Show the live run's status (``paused`` / ``running``) in the curves' title."""
+        if self._plot_live and self._live_run_id is not None and self.curves.run_id == self._live_run_id:
+            run = self.runs.run(self._live_run_id) or {"id": self._live_run_id, "name": ""}
+            self.curves.set_title(self._run_title({**run, "status": status}))
+
+    def _progress_text(self, step: int, total: int, eta_s: float | None) -> str:
+        if self._paused_at is not None:
+            return f"iteration {step} / {total} — paused"
+        return f"iteration {step} / {total} — {format_duration(eta_s)} left"
+
+    @Slot()
+    def _show_live_iterations(self) -> None:
+        live = self._live_run_id
+        if not self._closed and self._live_records and live is not None and self.details.run_id == live:
+            self.details.set_iterations(self._live_records[-1].step, self._live_records[-1].total)
+
+    @Slot(int)
+    def _on_paused(self, step: int) -> None:
+        """The live run now holds after iteration ``step``: say so in the status bar, progress and title."""
+        if self._closed or not self.running:
+            return
+        self._paused_at = step
+        total = self._live_records[-1].total if self._live_records else 0
+        if self._control is not None and self._control.stop_requested:
+            return
+        self._set_status(f"Paused after iteration {step}." if step else "Paused before the first iteration.")
+        if total:
+            self.progress.setFormat(self._progress_text(step, total, None))
+        self.refresh_runs()  # the run row says "paused" now
+        self._live_title("paused")
+        self._update_buttons()
+
+    @Slot()
+    def _on_resumed(self) -> None:
+        """The paused live run goes on: restore the running texts."""
+        if self._closed or not self.running:
+            return
+        self._paused_at = None
+        if self._live_records:
+            last = self._live_records[-1]
+            self.progress.setFormat(self._progress_text(last.step, last.total, last.eta_s))
+        if self._control is not None and not self._control.stop_requested:
+            self._set_status("Resumed.")
+        self.refresh_runs()
+        self._live_title("running")
         self._update_buttons()
 
     @Slot()
@@ -591,9 +674,11 @@ class MainWindow(QMainWindow):
         last = records[-1]
         self.progress.setRange(0, last.total)
         self.progress.setValue(last.step)
-        self.progress.setFormat(f"iteration {last.step} / {last.total} — {format_duration(last.eta_s)} left")
+        self.progress.setFormat(self._progress_text(last.step, last.total, last.eta_s))
         if self._plot_live:
             self.curves.append_records(records)
+        if self.details.run_id == self._live_run_id and not self._details_timer.isActive():
+            self._details_timer.start()  # the store lags: show the live count, at most 4 times a second
 
     @Slot(str, str, str)
     def _on_rejected(self, field: str, text: str, full: str) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -23,6 +24,39 @@ from engine import ExperimentConfig, MetaStudioError, RunControl, StepRecord
 
 if TYPE_CHECKING:
     from engine import TrainingSession
+
+
+class ReportingRunControl(RunControl):
+    """A :class:`~engine.RunControl` that also tells when a pause takes effect and when it ends.
+
+    :meth:`~engine.RunControl.pause` only asks the loop to hold at its next check; the iteration in
+    progress still finishes. ``on_paused`` is called (in the training thread) once the loop actually
+    holds, after the session's own hooks (the run row already says ``paused``); ``on_resumed`` when it
+    goes on again. Both are plain attributes, set by :class:`TrainingWorker`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_paused: Callable[[], None] | None = None
+        self.on_resumed: Callable[[], None] | None = None
+
+    def checkpoint(self, on_pause: Callable[[], Any] | None = None,
+                   on_resume: Callable[[], Any] | None = None) -> bool:
+        """As :meth:`engine.RunControl.checkpoint`, calling :attr:`on_paused` / :attr:`on_resumed` too."""
+
+        def paused() -> None:
+            if on_pause:
+                on_pause()
+            if self.on_paused:
+                self.on_paused()
+
+        def resumed() -> None:
+            if on_resume:
+                on_resume()
+            if self.on_resumed:
+                self.on_resumed()
+
+        return super().checkpoint(on_pause=paused, on_resume=resumed)
 
 
 class TrainingWorker(QObject):
@@ -44,6 +78,9 @@ class TrainingWorker(QObject):
             ``(field, message, full_text)`` from the :class:`~engine.MetaStudioError` (field may be "").
         failed(str, str): ``(error, traceback)`` of any other failure (the run, if created, is
             stored as ``failed`` by the session).
+        paused(int): the loop now holds after this iteration (the last one it finished; 0 before the
+            first); only with a :class:`ReportingRunControl`. The records up to it are sent first.
+        resumed(): the paused loop goes on (only with a :class:`ReportingRunControl`).
         finished(str, str, str): ``(status, stop_reason, error)``; status is the session's final
             status (``completed`` / ``stopped`` / ``failed``) or ``rejected``. Always emitted last.
     """
@@ -53,6 +90,8 @@ class TrainingWorker(QObject):
     records = Signal(list)
     rejected = Signal(str, str, str)
     failed = Signal(str, str)
+    paused = Signal(int)
+    resumed = Signal()
     finished = Signal(str, str, str)
 
     def __init__(self, config: ExperimentConfig, db_path: str | Path | None, control: RunControl,
@@ -66,6 +105,7 @@ class TrainingWorker(QObject):
         self.run_id: int | None = None
         self.record_count = 0
         self.emit_count = 0
+        self.last_step = 0  # the iteration of the newest record
         self._pending: list[StepRecord] = []
         self._lock = threading.Lock()
 
@@ -80,6 +120,10 @@ class TrainingWorker(QObject):
     def _flusher(self, done: threading.Event) -> None:
         while not done.wait(self.emit_interval_s):
             self._flush()
+
+    def _on_paused(self) -> None:
+        self._flush()  # the records up to the pause arrive before the signal
+        self.paused.emit(self.last_step)
 
     # ---- the run ----------------------------------------------------------------------------
     def _check_started(self, session: TrainingSession) -> None:
@@ -99,6 +143,9 @@ class TrainingWorker(QObject):
                 self._check_started(session)
             self.status.emit(message)
 
+        if isinstance(self.control, ReportingRunControl):
+            self.control.on_paused = self._on_paused
+            self.control.on_resumed = self.resumed.emit
         status, stop_reason, error = "failed", "", ""
         done = threading.Event()
         flusher = threading.Thread(target=self._flusher, args=(done,), name="metastudio-records", daemon=True)
@@ -113,6 +160,7 @@ class TrainingWorker(QObject):
                 with self._lock:
                     self._pending.append(rec)
                 self.record_count += 1
+                self.last_step = rec.step
             status, stop_reason = session.status, session.stop_reason or ""
         except MetaStudioError as err:
             error = str(err)

@@ -252,6 +252,9 @@ class CompareWidget(QWidget):
         for name, (label, _y) in METRICS.items():
             self.metric_combo.addItem(label, name)
         self.metric_combo.currentIndexChanged.connect(lambda _i: self._draw())
+        # long metric names are elided rather than widen the window's right panel
+        self.metric_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.metric_combo.setMinimumContentsLength(12)
         lay.addWidget(self.metric_combo)
         lay.addWidget(QLabel("x:"))
         self.x_combo = QComboBox()
@@ -270,7 +273,7 @@ class CompareWidget(QWidget):
         lay.addWidget(self.smooth_slider)
         lay.addWidget(self.smooth_label)
         lay.addStretch(1)
-        self.csv_button = QPushButton("Export metrics CSV…")
+        self.csv_button = QPushButton("Export CSV…")
         self.csv_button.setToolTip("Every stored metric of the compared runs, long format: run,step,metric,value,time.")
         self.csv_button.clicked.connect(lambda: self._export_csv_clicked())
         self.plot_button = QPushButton("Save plot…")

@@ -83,7 +83,7 @@ PLOTS = {
     "acc": ("Accuracy", "accuracy"),
 }
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default weight
-SHARED_TITLE = "Losses: outer (query) and inner (support)"
+SHARED_TITLE = "Losses"  # short: the one-row legend beside it names the outer and inner curves
 SMOOTHED_SUFFIX = "_smoothed"
 
 
@@ -271,7 +271,7 @@ class CurvesWidget(QWidget):
             view = pg.PlotWidget(background="w")
             view.setMinimumHeight(120)
             plot = view.getPlotItem()
-            plot.setTitle(title, color="#333", size="10pt")
+            plot.setTitle(title, color="#333", size="10pt", justify="left")  # the legend is on the right
             plot.setLabel("left", ylabel)
             plot.setLabel("bottom", X_MODES["step"])
             plot.setDownsampling(auto=True, mode="peak")
@@ -280,10 +280,12 @@ class CurvesWidget(QWidget):
                 plot.getAxis(axis).enableAutoSIPrefix(False)
             plot.getAxis("left").setWidth(AXIS_WIDTH)
             plot.getAxis("bottom").setHeight(36)
-            # accuracy curves live near the top, so their legend goes bottom-right
-            self._legends[key] = plot.addLegend(offset=(-10, -10) if key == "acc" else (-10, 10), labelTextSize="8pt",
-                                                labelTextColor="#222",
-                                                brush=pg.mkBrush(255, 255, 255, 210), pen=pg.mkPen(200, 200, 200))
+            # The legend sits outside the data: one row in the title line, right-aligned (the title moves
+            # left), so no curve is ever hidden behind it.
+            legend = self._legends[key] = plot.addLegend(offset=None, labelTextSize="8pt", labelTextColor="#222",
+                                                         colCount=3, horSpacing=8, frame=False)
+            legend.setParentItem(plot)
+            legend.layout.setContentsMargins(2, 0, 2, 0)
             if key == "acc":
                 plot.setLimits(yMin=-0.02, yMax=1.02)  # auto-range, but never outside [0, 1]
             if first is None:
@@ -532,6 +534,8 @@ class CurvesWidget(QWidget):
             if self._shared and s.plot == "inner":
                 label = f"inner loss {s.label}"
             self._legends[self.plot_of(name)].addItem(item, label)
+        for legend in self._legends.values():  # right-aligned in the title line, re-placed as its width changes
+            legend.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-6, 4))
 
     # ---- data -----------------------------------------------------------------------------------
     def clear(self, title: str = "No run selected", run_id: int | None = None) -> None:
@@ -582,6 +586,15 @@ class CurvesWidget(QWidget):
     def set_title(self, title: str) -> None:
         """Change the heading above the plots."""
         self.title.setText(title)
+
+    def set_accuracy_shown(self, shown: bool) -> None:
+        """Show or hide the accuracy plot (hidden for regression runs such as sinusoid: no accuracy)."""
+        self._boxes["acc"].setVisible(shown)
+
+    @property
+    def accuracy_shown(self) -> bool:
+        """False while the accuracy plot is hidden (:meth:`set_accuracy_shown`)."""
+        return not self._boxes["acc"].isHidden()
 
     def _extend(self, name: str, steps: Sequence[float] | np.ndarray, times: Sequence[float] | np.ndarray,
                 values: Sequence[float] | np.ndarray) -> None:

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QScrollArea,
     QSpinBox,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
@@ -48,6 +49,31 @@ ALGORITHMS: tuple[str, ...] = engine_config.ALGORITHMS
 SYNTHETIC_DATASETS: tuple[str, ...] = tuple(getattr(engine_config, "SYNTHETIC_DATASETS", ()))
 ALGORITHM_KEYS: dict[str, tuple[str, ...]] = dict(getattr(engine_config, "ALGORITHM_KEYS", {}))
 INT_LIMIT = 2_147_483_647
+SPIN_MIN_WIDTH = 72  # px; values longer than this scroll inside the spin box
+# Keys that mean nothing for a synthetic task family (no text model, no data file, no label split):
+# hidden while such a data set is picked. Those the config requires at their default there (the
+# sinusoid MLP has no transformer layers) are reset to it.
+TEXT_ONLY_KEYS: tuple[str, ...] = (
+    "model", "max_length", "pooling", "adapt_layers", "train_layers", "gradient_checkpointing",
+    "trust_remote_code", "text_column", "label_column", "n_way", "split_seed", "val_fraction",
+    "test_fraction", "drop_small_labels", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+    "lora_layers")
+_RESET_WHEN_SYNTHETIC = ("adapt_layers", "train_layers", "gradient_checkpointing")
+# engine.config.recommended_overrides(dataset): the values a data set wants instead of the defaults
+# (sinusoid: the MAML paper's inner_lr 0.01, outer_lr 1e-3, meta_batch_size 25, inner_steps 1).
+_FALLBACK_RECOMMENDED: dict[str, dict[str, Any]] = {
+    "sinusoid": {"inner_lr": 0.01, "outer_lr": 1e-3, "k_shot": 5, "q_query": 5, "meta_batch_size": 25,
+                 "inner_steps": 1},
+}
+
+
+def recommended_overrides(dataset: str) -> dict[str, Any]:
+    """The config values recommended for ``dataset`` instead of the defaults ({} when the defaults fit);
+    :func:`engine.config.recommended_overrides` when the engine has it."""
+    engine_rule = getattr(engine_config, "recommended_overrides", None)
+    if engine_rule is not None:
+        return dict(engine_rule(dataset))
+    return dict(_FALLBACK_RECOMMENDED.get(dataset, {}))
 
 # (group title, field names) in display order; fields the model gains later land in "Other".
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -143,8 +169,21 @@ def path_problem(name: str, value: str) -> str | None:
     return None
 
 
+ERROR_MAX_CHARS = 160  # a longer field error is cut at a word (with "…"); the label's tooltip has it whole
+
+
+def elide_message(text: str, limit: int = ERROR_MAX_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, ending in "…" when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + "…"
+
+
 class _FieldRow(QWidget):
-    """An input widget with a red error label under it."""
+    """An input widget with a red error label under it (long messages elided, whole in the tooltip)."""
 
     def __init__(self, editor: QWidget) -> None:
         super().__init__()
@@ -159,9 +198,13 @@ class _FieldRow(QWidget):
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.hide()
         lay.addWidget(self.error)
+        self.full_error = ""
 
     def set_error(self, text: str) -> None:
-        self.error.setText(text)
+        self.full_error = text
+        shown = elide_message(text)
+        self.error.setText(shown)
+        self.error.setToolTip(text if shown != text else "")
         self.error.setVisible(bool(text))
         self.editor.setStyleSheet("border: 1px solid #c62828;" if text and isinstance(self.editor, QLineEdit)
                                   else "")
@@ -195,6 +238,8 @@ class ExperimentForm(QWidget):
         self._valid = True
         self._loading = False
         self._last_choice: dict[str, str] = {}
+        self._dataset = ""  # the data set the shown fields and recommended values were set up for
+        self._boxes: dict[str, QGroupBox] = {}
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -224,15 +269,21 @@ class ExperimentForm(QWidget):
             form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             for name in names:
                 self._add_row(form, name)
+            self._boxes[title] = box
             col.addWidget(box)
         col.addStretch(1)
 
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        # Scroll only vertically: the form is never narrower than its fields (set below), so nothing is cut.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(content)
         outer.addWidget(scroll)
+        self.scroll_area = scroll
         self.set_config(config or ExperimentConfig())
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        self.setMinimumWidth(content.minimumSizeHint().width() + bar + 2)
 
     # ---- building -----------------------------------------------------------------------------
     def _make_editor(self, name: str) -> QWidget:
@@ -262,6 +313,7 @@ class ExperimentForm(QWidget):
             w = QSpinBox()
             w.setRange(*_bounds(name))
             w.setAccelerated(True)
+            w.setMinimumWidth(SPIN_MIN_WIDTH)  # not the width of "2147483647": the form must fit its panel
             w.valueChanged.connect(self._on_edit)
             return w
         w = QLineEdit()
@@ -286,6 +338,9 @@ class ExperimentForm(QWidget):
 
     def _add_row(self, form: QFormLayout, name: str) -> None:
         editor = self._make_editor(name)
+        if isinstance(editor, QComboBox):  # long entries (paths, "(not available here)") do not widen the form
+            editor.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            editor.setMinimumContentsLength(6)
         editor.setObjectName(f"field_{name}")
         row = _FieldRow(editor)
         tip = field_help(name)
@@ -356,6 +411,7 @@ class ExperimentForm(QWidget):
         finally:
             self._loading = False
         self._external.clear()
+        self._dataset = str(self._base.get("dataset", ""))  # a loaded config's values are kept as they are
         self._apply_algorithm_keys()
         self.revalidate()
 
@@ -383,29 +439,71 @@ class ExperimentForm(QWidget):
         return cfg
 
     # ---- validation ---------------------------------------------------------------------------
+    def _synthetic(self) -> bool:
+        return "dataset" in self._rows and str(self._read("dataset")) in SYNTHETIC_DATASETS
+
+    def _set_quietly(self, key: str, value: Any) -> None:
+        loading, self._loading = self._loading, True
+        try:
+            self._write(key, value)
+        finally:
+            self._loading = loading
+
+    def _is_default(self, key: str, value: Any) -> bool:
+        """The field shows ``value`` (numbers compared as numbers: "0.50" is 0.5)."""
+        current = self._read(key)
+        try:
+            return float(current) == float(value)
+        except (TypeError, ValueError):
+            return current == value
+
+    def _apply_dataset_recommendations(self) -> None:
+        """On a change of data set: fields still at the general defaults take the values the new data set
+        recommends (sinusoid: the MAML paper's learning rates); leaving it puts its values back to the
+        defaults. Values the user typed are kept."""
+        dataset = str(self._read("dataset")) if "dataset" in self._rows else ""
+        if dataset == self._dataset:
+            return
+        defaults = {n: f.default for n, f in ExperimentConfig.model_fields.items()}
+        old = recommended_overrides(self._dataset)
+        for key, value in old.items():  # back to the defaults where the old data set's values are untouched
+            if key in self._rows and self._is_default(key, value):
+                self._set_quietly(key, defaults[key])
+        for key, value in recommended_overrides(dataset).items():
+            if key in self._rows and self._is_default(key, defaults[key]):
+                self._set_quietly(key, value)
+        self._dataset = dataset
+
     def _apply_algorithm_keys(self) -> None:
-        """Show algorithm-specific keys only for their algorithms; reset hidden ones to the default."""
-        algo = self._read("algorithm") if "algorithm" in self._rows else None
-        for key, users in ALGORITHM_KEYS.items():
-            if key not in self._rows:
-                continue
-            shown = algo in users
-            if not shown and self._read(key) != ExperimentConfig.model_fields[key].default:
-                loading, self._loading = self._loading, True
-                try:
-                    self._write(key, ExperimentConfig.model_fields[key].default)
-                finally:
-                    self._loading = loading
-            self._layouts[key].setRowVisible(self._rows[key], shown)
+        """Show each field only where it applies: algorithm-specific keys for their algorithms, text keys
+        (model, columns, N-way, label split...) only for text data sets. Hidden keys that the config
+        requires at their default are reset to it."""
+        synthetic = self._synthetic()
+        for key, row in self._rows.items():
+            shown = self.is_shown(key)
+            needs_default = key in ALGORITHM_KEYS or (synthetic and key in _RESET_WHEN_SYNTHETIC)
+            default = ExperimentConfig.model_fields[key].default
+            if not shown and needs_default and self._read(key) != default:
+                self._set_quietly(key, default)
+            if self._layouts[key].isRowVisible(row) != shown:
+                self._layouts[key].setRowVisible(row, shown)
+        for box in self._boxes.values():  # a group with nothing to show goes too (Base model)
+            box.setVisible(any(self.is_shown(n) for n in self._rows if self._layouts[n] is box.layout()))
 
     def is_shown(self, name: str) -> bool:
-        """False for an algorithm-specific field hidden because the chosen algorithm does not use it."""
+        """False for a field that does not apply: an algorithm-specific key the chosen algorithm does not
+        use, or a text-only key (model, columns, N-way, label split...) with a synthetic data set."""
+        if name not in self._rows:
+            return False
+        if name in TEXT_ONLY_KEYS and self._synthetic():
+            return False
         algo = self._read("algorithm")
-        return name in self._rows and (name not in ALGORITHM_KEYS or algo in ALGORITHM_KEYS[name])
+        return name not in ALGORITHM_KEYS or algo in ALGORITHM_KEYS[name]
 
     def _on_edit(self, *_args: Any) -> None:
         if self._loading:
             return
+        self._apply_dataset_recommendations()
         self._apply_algorithm_keys()
         for name in ("model", "dataset"):
             text = self._read(name)
@@ -473,7 +571,12 @@ class ExperimentForm(QWidget):
         return out
 
     def error_text(self, name: str) -> str:
-        """The red text under a field ("" when none)."""
+        """The whole error message of a field ("" when none); see :meth:`shown_error_text`."""
+        return self._rows[name].full_error
+
+    def shown_error_text(self, name: str) -> str:
+        """The red text under a field: :meth:`error_text`, elided to :data:`ERROR_MAX_CHARS` characters
+        (the label's tooltip then holds the whole message)."""
         return self._rows[name].error.text()
 
     def set_external_error(self, field: str | None, text: str) -> bool:

@@ -21,7 +21,17 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QAction, QColor, QFocusEvent, QFont, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QFocusEvent,
+    QFont,
+    QIcon,
+    QKeySequence,
+    QPainter,
+    QPixmap,
+    QTextCursor,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -48,8 +58,32 @@ STATUS_COLORS = {
     "failed": "#c62828", "interrupted": "#8e24aa", "created": "#616161",
 }
 _RIGHT = {COL["ID"], COL["Best val"], COL["Iterations"], COL["Duration"]}
-_MAX_WIDTH = {COL["Name"]: 220, COL["Base model"]: 150, COL["Data set"]: 130, COL["Tags"]: 180}
+# Caps of the initial column widths (px), so that the main columns fit the default window's run list;
+# the user can widen any of them, and the full text is in each row's tooltip.
+_MAX_WIDTH = {COL["Name"]: 140, COL["Algorithm"]: 80, COL["Base model"]: 150, COL["Data set"]: 130,
+              COL["Iterations"]: 84, COL["Created"]: 92, COL["Tags"]: 160}
+# Hidden until the user ticks them in the header's context menu: the generated run name already says
+# the algorithm, data set and N-way/K-shot, and the details panel shows them all.
+DEFAULT_HIDDEN = ("Base model", "Data set", "N-way/K-shot", "Duration", "Tags")
 _Index = QModelIndex | QPersistentModelIndex
+_SWATCH_PX = 12
+
+
+def color_swatch(color: str, size: int = _SWATCH_PX) -> QIcon:
+    """A filled square of ``color`` (``"#rrggbb"``) with a thin dark border, as an icon whose selected and
+    active pixmaps are the plain colour: a selected row does not tint it with the highlight colour (a
+    bare QColor decoration is blended with the selection, so pink and purple runs look alike)."""
+    pix = QPixmap(size, size)
+    pix.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pix)
+    painter.setPen(QColor(0, 0, 0, 110))
+    painter.setBrush(QColor(color))
+    painter.drawRect(0, 0, size - 1, size - 1)
+    painter.end()
+    icon = QIcon()
+    for mode in (QIcon.Mode.Normal, QIcon.Mode.Selected, QIcon.Mode.Active):
+        icon.addPixmap(pix, mode)
+    return icon
 
 
 def local_time(iso: str | None, short: bool = False) -> str:
@@ -128,6 +162,7 @@ class RunTableModel(QAbstractTableModel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runs: list[dict[str, Any]] = []
+        self._swatches: dict[str, QIcon] = {}  # colour -> swatch icon (built once per colour)
 
     def rowCount(self, parent: _Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.runs)
@@ -201,7 +236,11 @@ class RunTableModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return self.sort_key(run, col)
         if role == Qt.ItemDataRole.DecorationRole and col == COL["ID"]:
-            return QColor(run_color(run["id"]))
+            color = run_color(run["id"])
+            icon = self._swatches.get(color)
+            if icon is None:
+                icon = self._swatches[color] = color_swatch(color)
+            return icon
         if role == Qt.ItemDataRole.ForegroundRole and col == COL["Status"]:
             return QColor(STATUS_COLORS.get(run.get("status") or "", "#000000"))
         if role == Qt.ItemDataRole.FontRole and col == COL["Status"] and run.get("status") in ("running", "paused"):
@@ -366,8 +405,9 @@ class RunListView(QTableView):
                 continue
             action = QAction(name, head)
             action.setCheckable(True)
-            action.setChecked(True)
-            action.toggled.connect(lambda on, c=col: self.setColumnHidden(c, not on))
+            action.setChecked(name not in DEFAULT_HIDDEN)
+            self.setColumnHidden(col, name in DEFAULT_HIDDEN)
+            action.toggled.connect(lambda on, c=col: self._show_column(c, on))
             head.addAction(action)
             self.column_actions[name] = action
 
@@ -377,6 +417,16 @@ class RunListView(QTableView):
         self.selectionModel().selectionChanged.connect(self._on_selection)
         self.selectionModel().currentChanged.connect(self._on_selection)
         self._update_actions(0)
+
+    def _show_column(self, col: int, shown: bool) -> None:
+        self.setColumnHidden(col, not shown)
+        if shown and self.columnWidth(col) < 40:  # never sized while hidden
+            self.resizeColumnToContents(col)
+            self.setColumnWidth(col, min(max(self.columnWidth(col), 60), _MAX_WIDTH.get(col, 400)))
+
+    def shown_columns(self) -> list[str]:
+        """The names of the columns not hidden (model order)."""
+        return [name for col, name in enumerate(COLUMNS) if not self.isColumnHidden(col)]
 
     # ---- contents --------------------------------------------------------------------------------
     def set_runs(self, runs: list[dict[str, Any]]) -> None:
@@ -666,6 +716,7 @@ class RunNotesEdit(QPlainTextEdit):
         self._loading = True
         try:
             self.setPlainText(text)
+            self.moveCursor(QTextCursor.MoveOperation.End)  # typing continues the notes, not prepends
         finally:
             self._loading = False
         self._dirty = False
@@ -775,6 +826,16 @@ class RunDetails(QTreeWidget):
             item.setToolTip(0, LABELS.get(key, key))
             item.setToolTip(1, str(value))
         self.expandAll()
+
+    def set_iterations(self, done: int, total: int | None = None) -> None:
+        """Show a live iteration count (``done / total``) before the store has it; no-op if no run shows."""
+        item = self._items.get("iterations")
+        text = f"{done} / {total}" if total else str(done)
+        if item is None and self._top is not None:  # a new run: no iterations row yet
+            item = self._items["iterations"] = QTreeWidgetItem(self._top, ["iterations", text])
+        if item is not None and item.text(1) != text:
+            item.setText(1, text)
+            item.setToolTip(1, text)
 
     def value(self, key: str) -> str | None:
         """The shown value of a run row (``"status"``, ``"error"``, ...), None if not shown."""

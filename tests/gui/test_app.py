@@ -80,3 +80,35 @@ def test_device_probe_marks_the_devices_of_this_machine(make_window, qtbot):
     for dev in ("cuda", "mps"):
         if dev not in expected:
             assert combo.itemText(combo.findData(dev)) == f"{dev} (not available here)"
+
+
+def _no_display_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a machine without a display: no DISPLAY, WAYLAND_DISPLAY or QT_QPA_PLATFORM."""
+    keep = ("PATH", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(HOME=str(tmp_path), METASTUDIO_DB=str(tmp_path / "runs.db"), PYTHONPATH=str(ROOT))
+    return env
+
+
+def test_without_a_display_the_launchers_explain_and_exit_2(tmp_path):
+    from gui.app import NO_DISPLAY_EXIT, missing_display
+
+    assert NO_DISPLAY_EXIT == 2
+    assert missing_display({}, "linux") and "QT_QPA_PLATFORM=offscreen" in missing_display({}, "linux")
+    assert missing_display({"DISPLAY": ":0"}, "linux") is None
+    assert missing_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
+    assert missing_display({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+    assert missing_display({}, "darwin") is None and missing_display({}, "win32") is None
+
+    if not sys.platform.startswith("linux"):
+        return  # macOS and Windows always have a display server: the launchers would open the window
+    script = Path(sys.executable).with_name("metastudio")
+    assert script.exists(), "the console script of `pip install -e .`"
+    for cmd in ([sys.executable, "-m", "gui"], [str(script)]):
+        out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env=_no_display_env(tmp_path))
+        assert out.returncode == 2, (cmd, out.returncode, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("metastudio: no display found"), out.stderr
+        assert "metastudio train" in lines[0] and "QT_QPA_PLATFORM=offscreen" in lines[0]
+        assert "xcb" not in out.stderr and not (tmp_path / "runs.db").exists()

@@ -134,3 +134,38 @@ def test_form_round_trips_a_config(make_window):
     assert w.form.config() == cfg
     assert w.form.editor("inner_lr").text() == "3e-05"
     assert w.form.editor("name").focusPolicy() != Qt.FocusPolicy.NoFocus
+
+
+def test_sinusoid_hides_text_fields_and_takes_the_papers_settings(make_window, qtbot):
+    from gui.widgets.experiment_form import TEXT_ONLY_KEYS
+
+    w = make_window()
+    form = w.form
+    combo = form.editor("dataset")
+    form.editor("meta_iterations").setValue(77)  # a value the user chose is kept throughout
+    combo.setEditText("sinusoid")
+    values = form.values()
+    # the MAML paper's sinusoid settings replace the text defaults (inner_lr 0.5 diverges at once)
+    assert (float(values["inner_lr"]), float(values["outer_lr"])) == (0.01, 0.001)
+    assert (values["meta_batch_size"], values["inner_steps"], values["meta_iterations"]) == (25, 1, 77)
+    for key in ("model", "max_length", "pooling", "text_column", "label_column", "n_way", "val_fraction",
+                "test_fraction", "split_seed", "train_layers", "gradient_checkpointing"):
+        assert key in TEXT_ONLY_KEYS and not form.is_shown(key)
+        assert form.editor(key).isHidden() or not form.editor(key).isVisibleTo(form)
+    for key in ("k_shot", "q_query", "inner_lr", "algorithm", "meta_iterations", "seed"):
+        assert form.is_shown(key) and form.editor(key).isVisibleTo(form)
+    base_box = form.editor("model").parentWidget().parentWidget()
+    assert not base_box.isVisibleTo(form)  # the whole "Base model" group goes
+    assert form.valid and form.config().dataset == "sinusoid" and form.config().inner_lr == 0.01
+
+    # a value typed while on sinusoid stays; the untouched ones go back to the defaults on leaving it
+    form.editor("inner_steps").setValue(3)
+    combo.setEditText("demo")
+    values = form.values()
+    assert (float(values["inner_lr"]), values["meta_batch_size"], values["inner_steps"]) == (0.5, 4, 3)
+    assert form.is_shown("model") and base_box.isVisibleTo(form) and form.editor("n_way").isVisibleTo(form)
+
+    # values the user typed before picking sinusoid are not overwritten
+    form.editor("inner_lr").setText("0.2")
+    combo.setEditText("sinusoid")
+    assert float(form.values()["inner_lr"]) == 0.2 and form.values()["meta_batch_size"] == 25

@@ -247,12 +247,15 @@ def test_resume_button_continues_a_stopped_run(make_window, qtbot, db_path):
         if rec.step == 15:
             control.request_stop()
     assert session.status == "stopped"
-    window = make_window()
+    window = make_window(config=ExperimentConfig(algorithm="maml", meta_iterations=7))  # another config
     window.refresh_runs()
     assert window.runs.select_run(session.run_id)
     qtbot.waitUntil(lambda: window.resume_button.isEnabled(), timeout=5000)
     assert not window.use_config_button.isHidden()
     qtbot.mouseClick(window.resume_button, Qt.MouseButton.LeftButton)
+    # the disabled form shows the resumed run's config, not the one it held
+    assert not window.form.isEnabled()
+    assert window.form.values()["algorithm"] == "protonet" and window.form.values()["meta_iterations"] == 30
     qtbot.waitUntil(lambda: not window.running, timeout=120_000)
     store = RunStore(db_path)
     run = store.get_run(session.run_id)

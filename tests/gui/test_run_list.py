@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QMessageBox
 
 from engine import RunStore
+from gui.widgets.colors import PALETTE, run_color
 from gui.widgets.run_list import COL, RunListView, parse_tags, short_name
 
 
@@ -78,9 +79,13 @@ def test_columns_and_numeric_sorting(qtbot, db_path):
                          "Best val": "90.0% @ 40", "Iterations": "40 / 40", "Duration": "1h 02m",
                          "Created": row_of(b)["Created"], "Tags": ""}
     assert row_of(a)["Base model"] == "bundled MiniLM" and row_of(a)["Tags"] == "baseline"
-    view.column_actions["Data set"].setChecked(False)  # the header's context menu hides a column
-    assert view.isColumnHidden(COL["Data set"]) and not view.isColumnHidden(COL["Tags"])
+    # the less used columns start hidden; the header's context menu shows and hides them
+    assert view.shown_columns() == ["ID", "Name", "Status", "Algorithm", "Best val", "Iterations", "Created"]
+    assert not view.column_actions["Data set"].isChecked() and view.column_actions["Status"].isChecked()
     view.column_actions["Data set"].setChecked(True)
+    assert not view.isColumnHidden(COL["Data set"]) and view.columnWidth(COL["Data set"]) >= 60
+    view.column_actions["Data set"].setChecked(False)
+    assert view.isColumnHidden(COL["Data set"]) and view.isColumnHidden(COL["Tags"])
 
     # a click on "Best val" sorts by the number (8.5% < 62% < 90%), not the text; no value sorts lowest
     _click_header(qtbot, view, COL["Best val"])
@@ -191,6 +196,13 @@ def test_tags_notes_rename_through_the_window(make_window, qtbot, db_path, monke
     view.set_filter_text("val episodes")
     assert view.visible_run_ids() == [a]
     view.set_filter_text("")
+    # a run's notes load with the cursor at their end: what is typed next continues them
+    assert view.select_run(a) and w.notes.textCursor().position() == len(w.notes.toPlainText()) > 0
+    w.notes.setFocus()
+    qtbot.keyClicks(w.notes, " (later)")
+    assert w.notes.toPlainText() == "try inner lr 0.1; and more val episodes (later)"
+    w.notes.save()
+    assert view.select_run(b)
 
     # rename (F2 / context menu); an empty name is refused with a clear error
     assert view.select_run(b)
@@ -266,3 +278,49 @@ def test_short_names():
     assert short_name("hf:org/intents:small") == "hf:intents:small"
     assert short_name("demo") == "demo" and short_name(None) == ""
     assert parse_tags(" a, lr sweep,, ") == ["a", "lr sweep"]
+
+
+def _lab(hex_color: str) -> tuple[float, float, float]:
+    """sRGB "#rrggbb" -> CIELAB (D65), to measure how different two colours look."""
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(int(hex_color[i:i + 2], 16) / 255) for i in (1, 3, 5))
+    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
+    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+
+    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
+
+
+def test_run_colours_stay_distinct_beyond_ten_runs():
+    assert [run_color(i) for i in range(1, 11)] == list(PALETTE)  # Tableau 10 first
+    assert run_color(2) != run_color(12) and run_color(12) == run_color(12)
+    colours = [run_color(i) for i in range(1, 301)]
+    assert len(set(colours)) == 300
+    labs = [_lab(c) for c in colours]
+    closest = min(sum((p - q) ** 2 for p, q in zip(labs[i], labs[j], strict=True)) ** 0.5
+                  for i in range(300) for j in range(i + 1, min(300, i + 21)))
+    assert closest > 12  # any two runs up to 20 ids apart are told apart side by side (CIELAB ΔE)
+    assert all(0 <= _lab(c)[0] <= 75 for c in colours[10:])  # dark enough to read on white
+
+
+def test_id_swatch_keeps_its_colour_when_selected(qtbot, db_path):
+    view, _store, ids = _view(qtbot, db_path)
+    rid = ids["A"]
+    assert view.select_run(rid)
+    view.setFocus()
+    row = view.visible_run_ids().index(rid)
+    index = view.model().index(row, COL["ID"])
+    icon = index.data(Qt.ItemDataRole.DecorationRole)
+    assert isinstance(icon, QIcon)
+    for mode in (QIcon.Mode.Normal, QIcon.Mode.Selected):
+        assert icon.pixmap(12, 12, mode).toImage().pixelColor(6, 6).name() == run_color(rid)
+    # what is painted: the selected row's ID cell holds the exact run colour (not blended with the highlight)
+    rect = view.visualRect(index)
+    image = view.viewport().grab(rect).toImage()
+    painted = {image.pixelColor(x, y).name() for x in range(image.width()) for y in range(image.height())}
+    assert run_color(rid) in painted
