@@ -474,6 +474,11 @@ class MainWindow(QMainWindow):
         target = Path(out_dir)
         overwrite = False
         if target.is_dir() and any(target.iterdir()):
+            if not (target / "metastudio.json").is_file():  # the engine only replaces a previous export
+                self.show_error(f"Cannot export run {rid}",
+                                f"{target} is not empty and is not a MetaStudio export, so nothing in it is "
+                                "replaced.\n\nPick an empty folder or a previous export.")
+                return False
             answer = QMessageBox.question(
                 self, "Overwrite the folder?",
                 f"{target} is not empty.\n\nExport run {rid} into it anyway (its export files are replaced)?",
@@ -504,7 +509,7 @@ class MainWindow(QMainWindow):
             self._update_buttons()
 
         self._exporting = True
-        self._set_status(f"Exporting run {rid} to {target} (re-preparing its data and model)…")
+        self._set_status(f"Exporting run {rid} to {target} (rebuilding its model)…")
         self._export_jobs.submit(job, done, failed)
         self._update_buttons()
         return True

@@ -59,22 +59,6 @@ TEXT_ONLY_KEYS: tuple[str, ...] = (
     "test_fraction", "drop_small_labels", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
     "lora_layers")
 _RESET_WHEN_SYNTHETIC = ("adapt_layers", "train_layers", "gradient_checkpointing")
-# engine.config.recommended_overrides(dataset): the values a data set wants instead of the defaults
-# (sinusoid: the MAML paper's inner_lr 0.01, outer_lr 1e-3, meta_batch_size 25, inner_steps 1).
-_FALLBACK_RECOMMENDED: dict[str, dict[str, Any]] = {
-    "sinusoid": {"inner_lr": 0.01, "outer_lr": 1e-3, "k_shot": 5, "q_query": 5, "meta_batch_size": 25,
-                 "inner_steps": 1},
-}
-
-
-def recommended_overrides(dataset: str) -> dict[str, Any]:
-    """The config values recommended for ``dataset`` instead of the defaults ({} when the defaults fit);
-    :func:`engine.config.recommended_overrides` when the engine has it."""
-    engine_rule = getattr(engine_config, "recommended_overrides", None)
-    if engine_rule is not None:
-        return dict(engine_rule(dataset))
-    return dict(_FALLBACK_RECOMMENDED.get(dataset, {}))
-
 # (group title, field names) in display order; fields the model gains later land in "Other".
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Base model", ("model", "max_length", "pooling", "adapt_layers", "train_layers", "gradient_checkpointing",
@@ -238,7 +222,7 @@ class ExperimentForm(QWidget):
         self._valid = True
         self._loading = False
         self._last_choice: dict[str, str] = {}
-        self._dataset = ""  # the data set the shown fields and recommended values were set up for
+        self._recommended_for = ("", "")  # (data set, algorithm) the recommended values were set up for
         self._boxes: dict[str, QGroupBox] = {}
 
         outer = QVBoxLayout(self)
@@ -411,7 +395,8 @@ class ExperimentForm(QWidget):
         finally:
             self._loading = False
         self._external.clear()
-        self._dataset = str(self._base.get("dataset", ""))  # a loaded config's values are kept as they are
+        # a loaded config's values are kept as they are
+        self._recommended_for = (str(self._base.get("dataset", "")), str(self._base.get("algorithm", "")))
         self._apply_algorithm_keys()
         self.revalidate()
 
@@ -458,21 +443,23 @@ class ExperimentForm(QWidget):
             return current == value
 
     def _apply_dataset_recommendations(self) -> None:
-        """On a change of data set: fields still at the general defaults take the values the new data set
-        recommends (sinusoid: the MAML paper's learning rates); leaving it puts its values back to the
-        defaults. Values the user typed are kept."""
+        """On a change of data set or algorithm: fields still at the general defaults take the values
+        :func:`engine.config.recommended_overrides` gives for the new choice (sinusoid: the MAML paper's
+        learning rates; lora_maml: a smaller inner lr); leaving it puts its values back to the defaults.
+        Values the user typed are kept."""
         dataset = str(self._read("dataset")) if "dataset" in self._rows else ""
-        if dataset == self._dataset:
+        algorithm = str(self._read("algorithm")) if "algorithm" in self._rows else ""
+        if (dataset, algorithm) == self._recommended_for:
             return
         defaults = {n: f.default for n, f in ExperimentConfig.model_fields.items()}
-        old = recommended_overrides(self._dataset)
+        old = engine_config.recommended_overrides(*self._recommended_for)
         for key, value in old.items():  # back to the defaults where the old data set's values are untouched
             if key in self._rows and self._is_default(key, value):
                 self._set_quietly(key, defaults[key])
-        for key, value in recommended_overrides(dataset).items():
+        for key, value in engine_config.recommended_overrides(dataset, algorithm).items():
             if key in self._rows and self._is_default(key, defaults[key]):
                 self._set_quietly(key, value)
-        self._dataset = dataset
+        self._recommended_for = (dataset, algorithm)
 
     def _apply_algorithm_keys(self) -> None:
         """Show each field only where it applies: algorithm-specific keys for their algorithms, text keys

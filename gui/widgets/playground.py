@@ -204,7 +204,7 @@ class PlaygroundWidget(QWidget):
 
                 store = RunStore(db_path)  # this thread's own connection
                 try:
-                    _run, trainer = restore_run(store, run_id, device="cpu")
+                    _run, trainer = restore_run(store, run_id, device="cpu", with_data=False)
                 finally:
                     store.close()
                 return classifier_from_trainer(trainer)

@@ -169,3 +169,15 @@ def test_sinusoid_hides_text_fields_and_takes_the_papers_settings(make_window, q
     form.editor("inner_lr").setText("0.2")
     combo.setEditText("sinusoid")
     assert float(form.values()["inner_lr"]) == 0.2 and form.values()["meta_batch_size"] == 25
+
+
+def test_lora_maml_takes_a_smaller_inner_lr_unless_the_user_chose_one(make_window):
+    form = make_window().form
+    algo = form.editor("algorithm")
+    algo.setCurrentIndex(algo.findData("lora_maml"))
+    assert float(form.values()["inner_lr"]) == 0.1 and form.config().inner_lr == 0.1
+    algo.setCurrentIndex(algo.findData("maml"))
+    assert float(form.values()["inner_lr"]) == 0.5  # back to the default it replaced
+    form.editor("inner_lr").setText("0.3")
+    algo.setCurrentIndex(algo.findData("lora_maml"))
+    assert float(form.values()["inner_lr"]) == 0.3  # typed by the user: kept

@@ -92,6 +92,14 @@ def test_export_failure_shows_an_error(qtbot, make_window, trained, tmp_path):
     assert "is a file" in window.last_error
     assert window.error_box is not None and "failed" in window.status_label.text()
 
+    other = tmp_path / "my_notes"  # not empty and not an export: refused before anything is asked
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    window.last_error = ""
+    assert window.export_selected_run(other) is False
+    assert "not a MetaStudio export" in window.last_error
+    assert [p.name for p in other.iterdir()] == ["keep.txt"]
+
 
 def test_playground_adapts_and_predicts_from_run_and_folder(qtbot, make_window, trained, tmp_path,
                                                             monkeypatch):
