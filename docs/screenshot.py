@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for them")
     args = parser.parse_args(argv)
 
+    from _shot import finish
     from PySide6.QtCore import QEventLoop
     from PySide6.QtWidgets import QApplication
 
@@ -52,15 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             # bounded: plain processEvents() keeps going while the worker keeps posting batches
             app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
             time.sleep(0.02)
-        for _ in range(10):  # let the last batch and the repaint land
-            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-            time.sleep(0.02)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        ok = window.grab().save(str(args.out))
-        window.shutdown()
-        window.close()
-        app.processEvents()
-    print(f"wrote {args.out}" if ok else f"could not write {args.out}")
+        ok = finish(app, window, args.out)
     return 0 if ok else 1
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs"))
 
 RUNS = (
     {"name": "protonet 5-shot", "algorithm": "protonet"},
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=100, help="meta-test episodes of each evaluation")
     args = parser.parse_args(argv)
 
-    from PySide6.QtCore import QEventLoop
+    from _shot import finish
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
@@ -70,16 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the Compare tab shows runs {cmp.shown_run_ids}, expected {ids}", file=sys.stderr)
         cmp.set_metric("outer_loss")
         cmp.smooth_slider.setValue(80)
-        for _ in range(10):  # let the layout and the repaint land
-            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-            time.sleep(0.02)
-        if ok:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            ok = window.grab().save(str(args.out))
-            print(f"wrote {args.out}" if ok else f"could not write {args.out}")
-        window.shutdown()
-        window.close()
-        app.processEvents()
+        ok = finish(app, window, args.out, save=ok)
     return 0 if ok else 1
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs"))
 
 EXAMPLES = """\
 alarm: wake me up at seven
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each step")
     args = parser.parse_args(argv)
 
+    from _shot import finish
     from PySide6.QtCore import QEventLoop
     from PySide6.QtWidgets import QApplication
 
@@ -76,16 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and pg.adapt() and wait(lambda: pg.adapted and not pg.busy, "adaptation")
         pg.query.setText("set an alarm for six thirty")
         ok = ok and wait(lambda: pg.last_prediction is not None, "the prediction")
-        for _ in range(10):  # let the repaint land
-            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-            time.sleep(0.02)
-        if ok:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            ok = window.grab().save(str(args.out))
-            print(f"wrote {args.out}" if ok else f"could not write {args.out}")
-        window.shutdown()
-        window.close()
-        app.processEvents()
+        ok = finish(app, window, args.out, save=ok)
     return 0 if ok else 1
 
 

@@ -8,10 +8,10 @@ Config and errors load with the package (light: pydantic); the rest loads on fir
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine import _env  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+from engine._lazy import lazy_attributes
 from engine.config import ALGORITHMS, ExperimentConfig, apply_overrides, load_config, validate_config
 from engine.errors import (
     ConfigError,
@@ -50,14 +50,4 @@ __all__ = [
     "default_db_path", "export_run", "load_checkpoint", "write_metrics_csv",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

@@ -6,8 +6,9 @@ Names load on first use (PEP 562), so ``from engine.training.records import Step
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from engine._lazy import lazy_attributes
 
 _LAZY = {
     "METRICS": "engine.training.records",
@@ -24,14 +25,4 @@ if TYPE_CHECKING:
     from engine.training.session import TrainingSession
     from engine.training.trainer import MetaTrainer
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

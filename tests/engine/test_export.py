@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from few_shot_examples import QUERY, SUPPORT
 
 from engine import ExperimentConfig, RunStore, TrainingSession, load_checkpoint
 from engine.errors import MetaStudioError, StoreError
 from engine.export import classifier_from_trainer, export_run, restore_run
-
-SUPPORT = [
-    ("wake me up at six thirty tomorrow", "alarm"), ("set an alarm for 7 am", "alarm"),
-    ("alarm at noon please", "alarm"),
-    ("will it rain this afternoon", "weather"), ("how hot is it outside today", "weather"),
-    ("what's the forecast for tonight", "weather"),
-    ("play some jazz", "music"), ("put on my workout playlist", "music"), ("start the song again", "music"),
-]
-QUERY = ["set my alarm for 5:45", "is it going to snow", "play something relaxing", "do I need an umbrella"]
 
 
 def train(db_path, **over) -> int:

@@ -8,19 +8,13 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import pytest
+from few_shot_examples import QUERY as _QUERY
+from few_shot_examples import SUPPORT
 
 from engine import ConfigError, ExperimentConfig, MetaStudioError, RunStore, TrainingSession, load_checkpoint
 from engine.export import classifier_from_trainer, export_run, restore_run
 
-SUPPORT = [
-    ("wake me up at six thirty tomorrow", "alarm"), ("set an alarm for 7 am", "alarm"),
-    ("alarm at noon please", "alarm"),
-    ("will it rain this afternoon", "weather"), ("how hot is it outside today", "weather"),
-    ("what's the forecast for tonight", "weather"),
-    ("play some jazz", "music"), ("put on my workout playlist", "music"), ("start the song again", "music"),
-]
-QUERY = ["set my alarm for 5:45", "is it going to snow", "play something relaxing",
-         "do I need an umbrella when I walk to the station later this evening"]
+QUERY = [*_QUERY[:3], "do I need an umbrella when I walk to the station later this evening"]  # one long text
 
 
 def train(db_path, **over) -> int:
