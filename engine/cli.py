@@ -42,15 +42,19 @@ def _print_json(obj: dict) -> None:
     sys.stdout.flush()
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", help="run database (default: $METASTUDIO_DB or the user data folder)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--db`` and ``--debug``, accepted before and after the sub-command. A sub-command's copy defaults to
+    SUPPRESS, so ``metastudio --db X runs`` keeps the top-level value instead of resetting it to None."""
+    default: dict = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("--db", metavar="PATH", help="run database (default: $METASTUDIO_DB or the user data folder)",
+                   **default)
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors", **default)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="metastudio", description="Meta-learning experiment manager.")
-    _add_common(parser)
+    _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("gui", help="open the window (the default)")
     _add_common(p)
@@ -344,7 +348,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         from engine.export.onnx import require_onnx
 
         require_onnx()
-        support = load_labelled_data(args.onnx)
+        try:
+            support = load_labelled_data(args.onnx)
+        except DataError as err:  # the file is --onnx's, not the run's data set
+            raise DataError(err.message, field="--onnx", hint=err.hint) from None
         if len(set(support.labels)) < 2:
             raise DataError(f"'{args.onnx}' has only one label; a classifier needs at least 2.", field="--onnx",
                             hint="Add examples of another label.")

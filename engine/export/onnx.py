@@ -140,6 +140,19 @@ def adapted_graph(classifier: FewShotClassifier) -> AdaptedClassifierGraph:
     return AdaptedClassifierGraph(graph_model, prototypes, "token_type_ids" in names).eval()
 
 
+def _base_model(classifier: FewShotClassifier) -> str:
+    """The model the run started from: a classifier loaded from an export folder names the folder as its
+    model, so the original comes from that folder's metastudio.json."""
+    model = str(classifier.config.model)
+    meta = Path(model) / "metastudio.json"
+    if meta.is_file():
+        try:
+            return str(json.loads(meta.read_text(encoding="utf-8"))["config"]["model"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return model
+
+
 def _metadata(classifier: FewShotClassifier) -> dict[str, str]:
     enc = classifier.model.encoder
     return {
@@ -147,7 +160,7 @@ def _metadata(classifier: FewShotClassifier) -> dict[str, str]:
         "metastudio.version": _metastudio_version(),
         "metastudio.labels": json.dumps(classifier.classes),
         "metastudio.algorithm": classifier.config.algorithm,
-        "metastudio.base_model": str(classifier.config.model),
+        "metastudio.base_model": _base_model(classifier),
         "metastudio.tokenizer": str(getattr(enc.tokenizer, "name_or_path", "") or classifier.config.model),
         "metastudio.max_length": str(enc.max_length),
         "metastudio.pooling": enc.pooling,

@@ -63,3 +63,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
 def test_show_unknown_run(tmp_path, capsys):
     assert main(["show", "99", "--db", str(tmp_path / "x.db")]) == 2
     assert "no run with id 99" in capsys.readouterr().err
+
+
+def test_db_and_debug_work_before_and_after_the_subcommand(tmp_path, capsys):
+    from engine.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["--db", "x.db", "runs"], ["runs", "--db", "x.db"]):
+        args = parser.parse_args(argv)
+        assert args.db == "x.db", argv
+    assert parser.parse_args(["--debug", "runs"]).debug and parser.parse_args(["runs", "--debug"]).debug
+    args = parser.parse_args(["runs"])
+    assert args.db is None and args.debug is False
+    assert parser.parse_args(["--db", "a.db", "runs", "--db", "b.db"]).db == "b.db"  # the later one wins
+    db = tmp_path / "top.db"
+    assert main(["--db", str(db), "runs"]) == 0
+    assert db.exists() and str(db) in capsys.readouterr().out  # "no runs yet in <db>"

@@ -75,6 +75,7 @@ def test_protonet_export_folder_to_onnx_matches_predict(protonet_run, tmp_path):
     assert json.loads(meta["metastudio.labels"]) == clf.classes == ["alarm", "weather", "music"]
     assert [clf.classes[i] for i in probs.argmax(1)] == ["alarm", "weather", "music", "weather"]
     assert meta["metastudio.algorithm"] == "protonet" and meta["metastudio.max_length"] == "64"
+    assert meta["metastudio.base_model"] == "bundled"  # the run's base model, not the export folder
     assert meta["metastudio.version"] and meta["metastudio.tokenizer"]
     # dynamic axes: one short text, no padding
     one, _ = run_onnx(out, ["wake me up"])
