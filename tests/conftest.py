@@ -72,3 +72,14 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture()
 def db_path(tmp_path) -> Path:
     return tmp_path / "runs.db"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread (on a busy 2-core machine the thread pool's waits dominate)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

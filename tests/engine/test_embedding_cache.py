@@ -17,14 +17,8 @@ from engine.models.embedding_cache import EmbeddingCache, text_keys, weight_dige
 from engine.training import features as features_mod
 from engine.training.features import FeatureSource
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread (on a busy 2-core machine the thread pool's waits dominate)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# small tensors: one intra-op thread for the whole module (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
