@@ -130,19 +130,21 @@ class FeatureSource:
                 "max_length": enc.max_length, "pooling": pooling, "kind": kind, "precision": precision}
         return namespace_key(enc.info.fingerprint, digest, enc.max_length, pooling, kind, precision), info
 
-    def _pooled_table(self, rows: np.ndarray, progress, batch_size: int) -> torch.Tensor:
-        """Embeddings (len(texts), D) with ``rows`` filled: cached ones read, the rest encoded and stored."""
-        enc, dev = self.encoder, self.device
-        uniq, inverse = self._unique(rows)
+    def _cached_or_encoded(self, uniq: list[str], ns: str, info: dict,
+                           encode: Callable[[list[str]], torch.Tensor | list[torch.Tensor]],
+                           progress, batch_size: int) -> list[torch.Tensor]:
+        """One tensor per text of ``uniq``, from the cache namespace ``ns`` where present, else from
+        ``encode`` (called on chunks of texts sorted by length, each chunk stored in the cache at once so
+        an interrupted run keeps it). Sets :attr:`stats` and :attr:`encoded_count`; ``progress(done,
+        total)`` is called only when something is encoded."""
+        dev = self.device
         keys = text_keys(uniq)
-        emb = torch.zeros(len(uniq), enc.info.hidden_size, device=dev)
+        out: list[torch.Tensor | None] = [None] * len(uniq)
         hit = np.zeros(len(uniq), dtype=bool)
-        ns, info = self._namespace("pooled") if self.cache is not None else ("", {})
         if self.cache is not None:
             hit, found = self.cache.lookup(ns, keys, self.stats)
-            if hit.any():
-                idx = np.flatnonzero(hit)
-                emb[torch.from_numpy(idx).to(dev)] = torch.cat([found[i] for i in idx]).to(dev)
+            for i in np.flatnonzero(hit):
+                out[i] = found[i].to(dev)
         missing = sorted(np.flatnonzero(~hit).tolist(), key=lambda i: len(uniq[i]))
         self.stats.hits, self.stats.misses = int(hit.sum()), len(missing)
         if progress and missing:  # (0, total): encoding starts (nothing is announced on a full cache hit)
@@ -151,14 +153,26 @@ class FeatureSource:
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
             t0 = time.perf_counter()
-            out = enc.encode([uniq[i] for i in part], dev, batch_size=batch_size)
+            encoded = encode([uniq[i] for i in part])
             self.stats.encode_s += time.perf_counter() - t0
-            emb[torch.tensor(part, device=dev)] = out
-            if self.cache is not None:  # each chunk lands on disk at once: an interrupted run keeps it
-                self.cache.store(ns, [keys[i] for i in part], out, self.stats, info)
+            for i, row in zip(part, encoded, strict=True):
+                out[i] = row
+            if self.cache is not None:
+                self.cache.store(ns, [keys[i] for i in part], encoded, self.stats, info)
             if progress:
                 progress(min(start + chunk, len(missing)), len(missing))
         self.encoded_count = len(missing)
+        return out  # type: ignore[return-value]
+
+    def _pooled_table(self, rows: np.ndarray, progress, batch_size: int) -> torch.Tensor:
+        """Embeddings (len(texts), D) with ``rows`` filled: cached ones read, the rest encoded and stored."""
+        enc, dev = self.encoder, self.device
+        uniq, inverse = self._unique(rows)
+        ns, info = self._namespace("pooled") if self.cache is not None else ("", {})
+        found = self._cached_or_encoded(
+            uniq, ns, info, lambda texts: enc.encode(texts, dev, batch_size=batch_size), progress, batch_size)
+        # a cached row is (1, D), a freshly encoded one (D,)
+        emb = torch.stack([r.reshape(-1) for r in found]) if found else torch.zeros(0, enc.info.hidden_size, device=dev)
         table = torch.zeros(len(self.texts), enc.info.hidden_size, device=dev)
         table[torch.from_numpy(rows).to(dev)] = emb[torch.from_numpy(inverse).to(dev)]
         return table
@@ -191,30 +205,9 @@ class FeatureSource:
             return
         top_names = enc.layer_parameter_names(enc.num_layers - n_bottom)
         ns, info = self._namespace(f"hidden@{n_bottom}:{kind}", exclude=top_names)
-        keys = text_keys(uniq)
-        states: list[torch.Tensor | None] = [None] * len(uniq)
-        hit = np.zeros(len(uniq), dtype=bool)
-        if self.cache is not None:
-            hit, found = self.cache.lookup(ns, keys, self.stats)
-            for i in np.flatnonzero(hit):
-                states[i] = found[i].to(dev)
-        missing = sorted(np.flatnonzero(~hit).tolist(), key=lambda i: len(uniq[i]))
-        self.stats.hits, self.stats.misses = int(hit.sum()), len(missing)
-        if progress and missing:  # (0, total): encoding starts (nothing is announced on a full cache hit)
-            progress(0, len(missing))
-        chunk = max(batch_size * 8, 1024)
-        for start in range(0, len(missing), chunk):
-            part = missing[start:start + chunk]
-            t0 = time.perf_counter()
-            out, _kind = encode_hidden(enc, [uniq[i] for i in part], dev, n_bottom, batch_size=batch_size)
-            self.stats.encode_s += time.perf_counter() - t0
-            for i, r in zip(part, out, strict=True):
-                states[i] = r
-            if self.cache is not None:
-                self.cache.store(ns, [keys[i] for i in part], out, self.stats, info)
-            if progress:
-                progress(min(start + chunk, len(missing)), len(missing))
-        self.encoded_count = len(missing)
+        states = self._cached_or_encoded(
+            uniq, ns, info, lambda texts: encode_hidden(enc, texts, dev, n_bottom, batch_size=batch_size)[0],
+            progress, batch_size)
         lens = torch.tensor([s.shape[0] for s in states], dtype=torch.int64, device=dev)  # type: ignore[union-attr]
         self._flat = torch.cat(states).to(dev)  # type: ignore[arg-type]
         self._lengths = lens
