@@ -21,17 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs"))
 
-EXAMPLES = """\
-alarm: wake me up at seven
-alarm: set an alarm for noon
-alarm: alarm at five am please
-weather: will it rain today
-weather: what's the forecast for tomorrow
-weather: is it sunny outside
-music: play some jazz
-music: put on my workout playlist
-music: skip to the next song
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     from engine import ExperimentConfig, TrainingSession
     from gui.main_window import MainWindow
+    from gui.widgets.playground import SAMPLE_EXAMPLES
 
     def wait(condition, what: str) -> bool:
         deadline = time.monotonic() + args.timeout
@@ -74,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         pg = window.playground
         ok = wait(lambda: window.details.run_id == session.run_id, "the run selection") and pg.load()
         ok = ok and wait(lambda: pg.classifier is not None and not pg.busy, "the model")
-        pg.examples.setPlainText(EXAMPLES)
+        pg.examples.setPlainText(SAMPLE_EXAMPLES)
         ok = ok and pg.adapt() and wait(lambda: pg.adapted and not pg.busy, "adaptation")
         pg.query.setText("set an alarm for six thirty")
         ok = ok and wait(lambda: pg.last_prediction is not None, "the prediction")

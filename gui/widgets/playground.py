@@ -35,9 +35,19 @@ from gui.jobs import JobThread
 
 SELECTED_RUN = "Selected run"
 EXPORTED_FOLDER = "Exported folder…"
-PLACEHOLDER = ("One labelled example per line, as  label: text\n\n"
-               "alarm: wake me up at seven\nalarm: set an alarm for noon\n"
-               "weather: will it rain today\nweather: what's the forecast for tomorrow")
+# three intents, three examples each (the docs' screenshot and the tests use them too)
+SAMPLE_EXAMPLES = """\
+alarm: wake me up at seven
+alarm: set an alarm for noon
+alarm: alarm at five am please
+weather: will it rain today
+weather: what's the forecast for tomorrow
+weather: is it sunny outside
+music: play some jazz
+music: put on my workout playlist
+music: skip to the next song
+"""
+PLACEHOLDER = "One labelled example per line, as  label: text\n\n" + "\n".join(SAMPLE_EXAMPLES.splitlines()[:4])
 
 
 def parse_examples(text: str) -> tuple[list[str], list[str]]:

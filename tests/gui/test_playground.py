@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-ALARM_WEATHER_MUSIC = """\
-alarm: wake me up at seven
-alarm: set an alarm for noon
-alarm: alarm at five am please
-weather: will it rain today
-weather: what's the forecast for tomorrow
-weather: is it sunny outside
-music: play some jazz
-music: put on my workout playlist
-music: skip to the next song
-"""
+from gui.widgets.playground import SAMPLE_EXAMPLES
+
 QUERY = "set an alarm for six"
 
 
@@ -130,7 +121,7 @@ def test_playground_adapts_and_predicts_from_run_and_folder(qtbot, make_window, 
     pg.examples.setPlainText("alarm wake me up")
     assert pg.adapt() is False and "label: text" in pg.adapt_label.text()
 
-    pg.examples.setPlainText(ALARM_WEATHER_MUSIC)
+    pg.examples.setPlainText(SAMPLE_EXAMPLES)
     pg.adapt_button.click()
     qtbot.waitUntil(lambda: pg.adapted and not pg.busy, timeout=30_000)
     assert "9 examples of 3 labels" in pg.adapt_label.text()
@@ -171,7 +162,7 @@ def test_playground_exports_the_adapted_classifier_as_onnx(qtbot, make_window, t
     window.right_tabs.setCurrentIndex(1)
     pg = window.playground
     _select(qtbot, window, run_id)
-    pg.examples.setPlainText(ALARM_WEATHER_MUSIC)
+    pg.examples.setPlainText(SAMPLE_EXAMPLES)
     pg.query.setText(QUERY)
     assert pg.load() is True
     qtbot.waitUntil(lambda: pg.last_prediction is not None, timeout=90_000)  # loaded, adapted, predicted
