@@ -78,3 +78,10 @@ def _json_default(value):
     if isinstance(value, float):
         return None
     return str(value)
+
+
+def report_end(obj: dict, as_json: bool) -> None:
+    """Print the load average at the end of a run (the figures' context), then the JSON line if asked."""
+    print(f"\nload average (1 min) at the end: {machine()['load_1min']}")
+    if as_json:
+        emit_json(obj)

@@ -34,7 +34,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from _common import ROOT, emit_json, machine, parser, print_table  # noqa: E402
+from _common import ROOT, machine, parser, print_table, report_end  # noqa: E402
 
 TMP = Path(tempfile.mkdtemp(prefix="metastudio-gui-latency-"))
 os.environ["METASTUDIO_CACHE"] = str(TMP / "cache")
@@ -268,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "gui_latency", "quick": args.quick, "machine": machine(), "app_start_s": starts,
            "start_to_first_point_cold_s": cold, "start_to_first_point_warm_s": warm, "stall": stall,
            "redraw": redraw, "logging": logging}
-    print(f"\nload average (1 min) at the end: {machine()['load_1min']}")
-    if args.json:
-        emit_json(out)
+    report_end(out, args.json)
     return 0
 
 

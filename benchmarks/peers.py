@@ -29,7 +29,7 @@ import time
 import _common  # noqa: F401  (first: process settings before torch loads)
 import torch
 import torch.nn.functional as F
-from _common import emit_json, machine, parser, print_table
+from _common import machine, parser, print_table, report_end
 from torch.func import functional_call, grad, vmap
 
 from engine.algorithms import FOMAML, MAML
@@ -283,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             r["it_per_s"]["ours (vmap)"] / r["it_per_s"]["torch.func vmap"])
     result["summary"] = summary
     result["gradients_agree"] = ok
-    print(f"\nload average (1 min) at the end: {machine()['load_1min']}")
-    if args.json:
-        emit_json(result)
+    report_end(result, args.json)
     return 0 if ok else 1
 
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401  (first: process settings before torch loads)
-from _common import ROOT, emit_json, machine, parser, print_table
+from _common import ROOT, machine, parser, print_table, report_end
 
 CLINC = ROOT.parent / "shared" / "data" / "clinc150" / "data.jsonl"
 
@@ -183,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "throughput", "quick": args.quick, "machine": machine(), "data": str(data),
            "unique_texts": n_texts, "meta_batch": args.meta_batch, "floor_s": floor_s, "results": results,
            "partial_encoder": partial}
-    print(f"\nload average (1 min) at the end: {machine()['load_1min']}")
-    if args.json:
-        emit_json(out)
+    report_end(out, args.json)
     return 0
 
 
