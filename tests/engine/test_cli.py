@@ -79,3 +79,14 @@ def test_db_and_debug_work_before_and_after_the_subcommand(tmp_path, capsys):
     db = tmp_path / "top.db"
     assert main(["--db", str(db), "runs"]) == 0
     assert db.exists() and str(db) in capsys.readouterr().out  # "no runs yet in <db>"
+
+
+def test_eval_and_export_say_which_run_of_which_database(tmp_path, capsys):
+    db = tmp_path / "named.db"
+    assert main(["train", "--db", str(db), "--set", "algorithm=protonet", "--set", "meta_iterations=2",
+                 "--set", "val_interval=2", "--set", "val_episodes=2", "--set", "name=my run", "--set", "device=cpu"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "1", "--db", str(db), "--episodes", "3"]) == 0
+    assert f"run 1 'my run' (protonet, completed) in {db}" in capsys.readouterr().err
+    assert main(["export", "1", str(tmp_path / "out"), "--db", str(db)]) == 0
+    assert f"run 1 'my run' (protonet, completed) in {db}" in capsys.readouterr().err
