@@ -321,13 +321,24 @@ def _print_evaluation(result: dict, indent: str = "") -> None:
         print(f"{indent}meta-gain ({what}): {sign}{_fmt(value, not regression)} ± {_fmt(ci, not regression)}")
 
 
-def _announce_run(store, run_id: int, say: Callable[[str], None]) -> None:
-    """Say which run of which database a command works on (a forgotten ``--db`` shows at once)."""
-    try:
-        run = store.get_run(run_id)
-    except KeyError:
-        return  # the command itself reports the unknown id
-    say(f"run {run_id} '{run.get('name') or ''}' ({run.get('algorithm')}, {run.get('status')}) in {store.path}")
+def _announcing(store, run_id: int, say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say``, first naming the run and its database once work on it starts (a forgotten ``--db``
+    shows at once; a refusal before any work stays one line)."""
+    said = False
+
+    def status(message: str) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            try:
+                run = store.get_run(run_id)
+                say(f"run {run_id} '{run.get('name') or ''}' ({run.get('algorithm')}, {run.get('status')}) "
+                    f"in {store.path}")
+            except KeyError:
+                pass
+        say(message)
+
+    return status
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -338,7 +349,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise MetaStudioError(f"--episodes must be at least 1 (got {args.episodes}).", field="--episodes")
     store = RunStore(args.db)
     say = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"{m}\n"))
-    _announce_run(store, args.run_id, say)
+    say = _announcing(store, args.run_id, say)
     result = evaluate_run(store, args.run_id, episodes=args.episodes, seed=args.seed, device=args.device,
                           status=say)
     if args.json:
@@ -368,7 +379,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                             hint="Add examples of another label.")
     store = RunStore(args.db)
     say = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"{m}\n"))
-    _announce_run(store, args.run_id, say)
+    say = _announcing(store, args.run_id, say)
     path = export_run(store, args.run_id, args.out_dir, overwrite=args.overwrite, status=say)
     result = {"run_id": args.run_id, "path": str(path)}
     if support is not None:
